@@ -1,7 +1,28 @@
 """fnn: functional neural networks in JAX.
 
 Pure functions on parameter pytrees, hand-written optimizers, and manual
-backpropagation beside autodiff, every block checked against ``jax.grad``.
+backpropagation beside autodiff, every block checked against ``jax.grad``::
+
+    import jax, fnn
+    params = fnn.init_params(jax.random.key(0), [64, 32, 10], "he_normal")
+    J, grads = fnn.backprop(params, x, y, activation="relu", loss="cross_entropy")
 """
+
+from . import activations as activations
+from . import initializers as initializers
+from . import losses as losses
+from . import nn as nn
+from . import optim as optim
+from ._gradcheck import GradientComparison as GradientComparison
+from ._gradcheck import compare_gradients as compare_gradients
+from ._gradcheck import grad_check as grad_check
+from ._gradcheck import grad_check_report as grad_check_report
+from ._gradcheck import numerical_grad as numerical_grad
+from ._gradcheck import relative_difference as relative_difference
+from ._mlp import apply as apply
+from ._mlp import backprop as backprop
+from ._mlp import dropout_rates as dropout_rates
+from ._mlp import init_params as init_params
+from ._mlp import loss as loss
 
 __version__ = "0.1.0"

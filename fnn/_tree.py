@@ -64,7 +64,9 @@ def first_structure_mismatch(a: PyTree, b: PyTree) -> str | None:
     return walk(a, b, ())
 
 
-def check_same_structure(reference: PyTree, other: PyTree, what: str, like: str) -> None:
+def check_same_structure(
+    reference: PyTree, other: PyTree, what: str, like: str
+) -> None:
     """Raise ``ValueError`` naming the first key path where ``other`` departs from
     ``reference``.
 

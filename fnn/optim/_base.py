@@ -89,5 +89,9 @@ def check_nonnegative(name: str, value: Any) -> None:
 
 def check_unit_interval(name: str, value: Any) -> None:
     """Validate a decay rate: a number in ``[0, 1)``."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < 1:
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 <= value < 1
+    ):
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")

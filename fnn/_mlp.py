@@ -1,0 +1,282 @@
+"""The multilayer perceptron as pure functions on a list of ``{"W", "b"}`` dicts.
+
+``params[i] = {"W": (n_i, n_{i+1}), "b": (n_{i+1},)}`` for ``sizes = (n_0, ...,
+n_L)``; batch-first, ``Z = A_prev @ W + b`` (the seeds' z = Wᵀa + b with column
+vectors, seed 000 §4). Hidden layers apply ``activation``; the output layer
+applies ``output`` (``identity`` for regression, ``sigmoid`` for binary,
+``softmax`` for multi-class classification, seed 001/003).
+
+These functions are built on :mod:`fnn.nn` blocks: an MLP is
+``[Dropout?, Dense(activation)] * (L - 1) + [Dropout?, Dense(output)]``, and
+:func:`backprop` is the generic reverse walk of :func:`fnn.nn.loss_and_grad`.
+
+When the loss is cross-entropy or BCE the output activation (softmax or sigmoid)
+is fused into the loss, which then reads the last layer's pre-activation Z_L
+(logits); this is both the stable way to compute it and the seeds' output
+error f(x) − e(y).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from . import activations as _activations
+from . import initializers as _initializers
+from . import losses as _losses
+from . import nn as _nn
+
+Params = list[dict[str, jax.Array]]
+
+
+def init_params(
+    key: jax.Array,
+    sizes: Sequence[int],
+    scheme: "str | _initializers.Initializer" = "he_normal",
+    *,
+    dtype=jnp.float32,
+) -> Params:
+    """Initial parameters of an MLP with layer widths ``sizes``.
+
+    Weights from ``scheme`` (a name from :func:`fnn.initializers.names` or a
+    callable ``scheme(key, shape, dtype)``), biases zero (seed 000 §3, seed 003).
+
+    Args:
+      key: PRNG key.
+      sizes: ``(n_0, n_1, ..., n_L)``: input width, hidden widths, output width.
+      scheme: the weight initializer.
+      dtype: parameter dtype.
+
+    Returns:
+      ``[{"W": (n_{i-1}, n_i), "b": (n_i,)} for i = 1..L]``.
+
+    Raises:
+      ValueError: fewer than two sizes, a non-positive or non-integer width, or
+        an unknown scheme name.
+    """
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(
+            f"sizes needs at least an input and an output width, got {sizes}."
+        )
+    for i, n in enumerate(sizes):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"sizes[{i}] must be a positive integer, got {n!r}.")
+    W_init = _initializers.get(scheme)
+    blocks = [_nn.Dense(n, W_init=W_init) for n in sizes[1:]]
+    params, _ = _nn.init(key, blocks, (sizes[0],), dtype)
+    return params
+
+
+def dropout_rates(n_layers: int, input: float = 0.2, hidden: float = 0.5) -> tuple:
+    """Per-layer drop rates ``(input, hidden, ..., hidden)`` for an MLP of
+    ``n_layers`` dense layers; the defaults are seed 001's (0.2 on the input
+    layer, 0.5 on hidden layers)."""
+    return (input,) + (hidden,) * (n_layers - 1)
+
+
+def _check_params(params: Any) -> None:
+    if not isinstance(params, list | tuple) or not params:
+        raise ValueError("params must be a non-empty list of {'W', 'b'} dicts.")
+    for i, layer in enumerate(params):
+        if not isinstance(layer, dict) or set(layer) != {"W", "b"}:
+            keys = sorted(layer) if isinstance(layer, dict) else type(layer).__name__
+            raise ValueError(
+                f"params[{i}] must be a dict with keys 'W' and 'b', got {keys}."
+            )
+        W, b = layer["W"], layer["b"]
+        if jnp.ndim(W) != 2 or jnp.shape(b) != (jnp.shape(W)[1],):
+            raise ValueError(
+                f"params[{i}]: expected W (n_in, n_out) and b (n_out,), got W "
+                f"{jnp.shape(W)} and b {jnp.shape(b)}."
+            )
+        if i and jnp.shape(W)[0] != jnp.shape(params[i - 1]["W"])[1]:
+            raise ValueError(
+                f"params[{i}]['W'] has {jnp.shape(W)[0]} inputs but layer {i - 1} has "
+                f"{jnp.shape(params[i - 1]['W'])[1]} outputs."
+            )
+
+
+def _drop_rates(drop_rate: "float | Sequence[float]", n_layers: int) -> tuple:
+    """A scalar rate applies to the hidden layers' inputs (not the network input)."""
+    if isinstance(drop_rate, int | float):
+        return (0.0,) + (float(drop_rate),) * (n_layers - 1)
+    rates = tuple(drop_rate)
+    if len(rates) != n_layers:
+        raise ValueError(
+            f"drop_rate has {len(rates)} entries for {n_layers} layers: give one per "
+            "dense layer (the rate applied to that layer's input), or one number."
+        )
+    return rates
+
+
+def _blocks(n_layers, activation, last, drop_rate):
+    """The MLP as blocks, and the positions of its dense layers in that list."""
+    blocks, dense_at = [], []
+    hidden = _activations.get(activation)
+    for i, rate in enumerate(_drop_rates(drop_rate, n_layers)):
+        if rate:
+            blocks.append(_nn.Dropout(rate))
+        dense_at.append(len(blocks))
+        blocks.append(_nn.Dense(activation=hidden if i < n_layers - 1 else last))
+    return blocks, dense_at
+
+
+def _as_batch(x, y=None):
+    x = jnp.asarray(x)
+    single = x.ndim == 1
+    if single:
+        x = x[None]
+        if y is not None:
+            y = jnp.asarray(y)[None]
+    return x, y, single
+
+
+def _mlp_as_blocks(params, last, activation, drop_rate):
+    _check_params(params)
+    blocks, dense_at = _blocks(len(params), activation, last, drop_rate)
+    block_params = [{}] * len(blocks)
+    for i, j in enumerate(dense_at):
+        block_params[j] = params[i]
+    return blocks, block_params, dense_at
+
+
+def apply(
+    params: Params,
+    x: jax.Array,
+    *,
+    activation="relu",
+    output="identity",
+    drop_rate: "float | Sequence[float]" = 0.0,
+    key: jax.Array | None = None,
+    train: bool = False,
+) -> jax.Array:
+    """The network output ŷ = ψ_out(Z_L) for a batch or a single example.
+
+    Args:
+      params: ``[{"W": (n_{i-1}, n_i), "b": (n_i,)}, ...]``.
+      x: ``(m, n_0)`` batch or ``(n_0,)`` example.
+      activation: hidden activation, name or Activation.
+      output: output activation (``identity``, ``sigmoid``, ``softmax``, ...).
+      drop_rate: dropout probability (per layer input, or one number for the
+        hidden layers); active only with ``train=True``, which needs ``key``.
+      key: PRNG key for dropout.
+      train: training mode.
+
+    Returns:
+      ``(m, n_L)`` (or ``(n_L,)`` for a single example).
+
+    Raises:
+      ValueError: naming the layer and both shapes when ``x`` does not match.
+    """
+    x, _, single = _as_batch(x)
+    blocks, block_params, _ = _mlp_as_blocks(
+        params, _activations.get(output), activation, drop_rate
+    )
+    out, _, _ = _nn.forward(blocks, block_params, x, key=key, train=train)
+    return out[0] if single else out
+
+
+def _setup(params, x, y, activation, loss, output, drop_rate):
+    loss_obj = _losses.get(loss)
+    if loss_obj.fused_output is not None:
+        if output not in (None, loss_obj.fused_output):
+            raise ValueError(
+                f"loss {loss_obj.name!r} is computed from logits with a "
+                f"{loss_obj.fused_output} output; output={output!r} is not allowed "
+                f"(use output=None or {loss_obj.fused_output!r})."
+            )
+        last = _activations.identity()
+    else:
+        last = _activations.get("identity" if output is None else output)
+    x, y, _ = _as_batch(x, y)
+    blocks, block_params, dense_at = _mlp_as_blocks(params, last, activation, drop_rate)
+    return loss_obj, x, y, blocks, block_params, dense_at
+
+
+def loss(
+    params: Params,
+    x: jax.Array,
+    y: Any,
+    *,
+    activation="relu",
+    loss="cross_entropy",
+    output=None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    drop_rate: "float | Sequence[float]" = 0.0,
+    key: jax.Array | None = None,
+    train: bool = False,
+    mask: jax.Array | None = None,
+) -> jax.Array:
+    """J(θ) = (1/m) Σ_i ℓ(ŷ_i, y_i) + l1·Σ|W| + l2·Σ W² (seed 000 §2, seed 001).
+
+    Args:
+      params: MLP parameters.
+      x: ``(m, n_0)`` inputs (or one ``(n_0,)`` example).
+      y: targets: integer labels ``(m,)`` or rows ``(m, n_L)`` (see
+        :func:`fnn.losses.targets`).
+      activation: hidden activation.
+      loss: a name from :func:`fnn.losses.names` or a Loss.
+      output: output activation; ``None`` picks the loss's own (softmax for
+        cross-entropy, sigmoid for BCE, identity otherwise).
+      l1, l2: penalty weights on the weights (never the biases).
+      drop_rate, key, train: dropout, as in :func:`apply`.
+      mask: optional ``(m,)`` booleans marking the real examples of a padded batch.
+
+    Returns:
+      The scalar J.
+    """
+    loss_obj, x, y, blocks, block_params, _ = _setup(
+        params, x, y, activation, loss, output, drop_rate
+    )
+    out, _, _ = _nn.forward(blocks, block_params, x, key=key, train=train)
+    Y = _losses.targets(loss_obj, out, y)
+    return loss_obj.fn(out, Y, mask) + _losses.weight_penalty(params, l1, l2)
+
+
+def backprop(
+    params: Params,
+    x: jax.Array,
+    y: Any,
+    *,
+    activation="relu",
+    loss="cross_entropy",
+    output=None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    drop_rate: "float | Sequence[float]" = 0.0,
+    key: jax.Array | None = None,
+    train: bool = False,
+    mask: jax.Array | None = None,
+) -> tuple[jax.Array, Params]:
+    """``(J, ∂J/∂θ)`` by the seeds' backpropagation equations, no autodiff.
+
+    Forward pass caching A_prev and Z per layer; the fused output error
+    ``(ŷ − y)/m`` (softmax + cross-entropy, sigmoid + BCE) or ∂J/∂ŷ then
+    ``dZ = dA ⊙ ψ'(Z)`` at the output; then for each layer from the last,
+    ``dW = A_prevᵀ dZ``, ``db = Σ dZ``, ``dA_prev = dZ Wᵀ``,
+    ``dZ_prev = dA_prev ⊙ ψ'(Z_prev)``; plus ``l1·sign(W) + 2·l2·W``.
+    Same keywords as :func:`loss`; with the same ``key``, dropout masks equal
+    those of :func:`loss`.
+
+    Returns:
+      ``(J, grads)``, ``grads`` with exactly the structure of ``params``.
+
+    References: seed 000 §4 "Backpropagation"; seed 001 "Backpropagation
+    algorithm"; seed 002 "Backpropagation".
+    """
+    loss_obj, x, y, blocks, block_params, dense_at = _setup(
+        params, x, y, activation, loss, output, drop_rate
+    )
+    (J, _), grads = _nn.loss_and_grad(
+        blocks, block_params, x, y, loss_obj, key=key, train=train, mask=mask
+    )
+    grads = [grads[j] for j in dense_at]
+    if l1 or l2:
+        J = J + _losses.weight_penalty(params, l1, l2)
+        grads = jax.tree.map(
+            jnp.add, grads, _losses.weight_penalty_grad(params, l1, l2)
+        )
+    return J, grads

@@ -1,0 +1,277 @@
+"""Losses, each with its hand-derived gradient beside it, and the L1/L2 penalty.
+
+A :class:`Loss` maps the network output ``out`` (shape ``(m, k)``) and targets to
+a scalar J, the mean over the batch of a per-example loss ℓ_i (seed 000 §2:
+J(θ) = (1/m) Σ_i L(ŷ_i, y_i)); ``grad`` returns ∂J/∂out with the 1/m inside, the
+error that starts backpropagation.
+
+Cross-entropy and BCE take the output layer's **pre-activation** (logits) and fuse
+the output activation into the loss, so they are computed stably and their error
+is the seeds' ``f(x) − e(y)`` (seed 001, "Backpropagation algorithm for
+classification"): ∂J/∂Z = (softmax(Z) − Y)/m and (σ(Z) − Y)/(m·k). MSE, MAE and
+Huber take the output after the output activation.
+
+Per-example losses, for ``k`` outputs (r = out − y):
+
+===============  ================================================  =================
+loss             ℓ_i                                               ∂ℓ_i/∂out
+===============  ================================================  =================
+mse              (1/k) Σ_j r_j²                                    2r/k
+mae              (1/k) Σ_j |r_j|                                   sign(r)/k
+huber(δ)         (1/k) Σ_j [½r² if |r| ≤ δ else δ(|r| − ½δ)]       clip(r, −δ, δ)/k
+bce (logits z)   (1/k) Σ_j [max(z,0) − z·y + log1p(e^{−|z|})]      (σ(z) − y)/k
+cross_entropy    −Σ_j Y_j log softmax(z)_j                         softmax(z)·ΣY − Y
+===============  ================================================  =================
+
+Conventions: the mean runs over examples *and* output units (as PyTorch's and
+Keras's ``mse``); seed 001 writes the regression loss ‖Y − f(X)‖² summed over
+outputs, which is k times fnn's (identical for one output). No ½ factor (seeds
+001, 002). Labels for cross-entropy are integers ``(m,)`` in ``[0, k)`` or one-hot
+/ probability rows ``(m, k)``.
+
+An optional boolean ``mask`` ``(m,)`` marks the real examples of a padded batch:
+J = Σ_i mask_i ℓ_i / max(Σ_i mask_i, 1), so padding changes nothing.
+
+References: seed 000 §2 (J as mean of L), seed 001 "Loss functions" (quadratic,
+cross-entropy) and "Backpropagation algorithm" (f(x) − e(y)), seed 003 "Output
+activation functions" (identity + ℓ2, sigmoid + BCE, softmax + CE).
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Loss",
+    "get",
+    "names",
+    "mse",
+    "mae",
+    "huber",
+    "bce",
+    "cross_entropy",
+    "targets",
+    "weight_penalty",
+    "weight_penalty_grad",
+]
+
+
+class Loss(NamedTuple):
+    """A loss J(out, Y) and its gradient ∂J/∂out.
+
+    Attributes:
+      name: registry name.
+      fn: ``(out, Y, mask=None) -> J``, ``out`` and ``Y`` of shape ``(m, k)``.
+      grad: ``(out, Y, mask=None) -> ∂J/∂out``, shape ``(m, k)``.
+      fused_output: the output activation fused into the loss (``"softmax"`` or
+        ``"sigmoid"``, whose logits ``out`` then is), or ``None`` when ``out`` is
+        the network output after its output activation.
+    """
+
+    name: str
+    fn: Callable[..., jax.Array]
+    grad: Callable[..., jax.Array]
+    fused_output: str | None = None
+
+
+def _example_weights(mask: jax.Array | None, m: int, dtype) -> jax.Array:
+    """Weights w_i with Σ w_i = 1 over the real examples: mask_i / max(Σ mask, 1)."""
+    if mask is None:
+        return jnp.full((m,), 1.0 / m, dtype)
+    mask = jnp.asarray(mask)
+    if mask.shape != (m,):
+        raise ValueError(
+            f"mask must have shape ({m},) (one flag per example), got {mask.shape}."
+        )
+    w = mask.astype(dtype)
+    return w / jnp.maximum(jnp.sum(w), jnp.ones((), dtype))
+
+
+def _mean_loss(
+    per_unit: Callable, per_unit_grad: Callable, name: str, fused=None
+) -> Loss:
+    """A loss whose ℓ_i is the mean over output units of ``per_unit(out, Y)``."""
+
+    def fn(out, Y, mask=None):
+        w = _example_weights(mask, out.shape[0], out.dtype)
+        return jnp.sum(w * jnp.mean(per_unit(out, Y), axis=-1))
+
+    def grad(out, Y, mask=None):
+        w = _example_weights(mask, out.shape[0], out.dtype)
+        return (w / out.shape[-1])[:, None] * per_unit_grad(out, Y)
+
+    return Loss(name, fn, grad, fused)
+
+
+def mse() -> Loss:
+    """Mean squared error, ℓ = (1/k)‖out − y‖²; ∂ℓ/∂out = 2(out − y)/k (seed 001)."""
+    return _mean_loss(lambda o, Y: (o - Y) ** 2, lambda o, Y: 2 * (o - Y), "mse")
+
+
+def mae() -> Loss:
+    """Mean absolute error, ℓ = (1/k)Σ|out − y|; ∂ℓ/∂out = sign(out − y)/k
+    (0 at a tie, as ``jnp.sign``)."""
+    return _mean_loss(lambda o, Y: jnp.abs(o - Y), lambda o, Y: jnp.sign(o - Y), "mae")
+
+
+def huber(delta: float = 1.0) -> Loss:
+    """Huber loss: ½r² for |r| ≤ δ, δ(|r| − ½δ) beyond; derivative clip(r, −δ, δ)."""
+    if not delta > 0:
+        raise ValueError(f"huber delta must be positive, got {delta!r}.")
+
+    def per_unit(o, Y):
+        r = jnp.abs(o - Y)
+        return jnp.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta))
+
+    return _mean_loss(
+        per_unit, lambda o, Y: jnp.clip(o - Y, -delta, delta), f"huber(delta={delta})"
+    )
+
+
+def bce() -> Loss:
+    """Binary cross-entropy on logits z (seed 001, binary case):
+    ℓ = −[y log σ(z) + (1 − y) log(1 − σ(z))] = max(z, 0) − z·y + log1p(e^{−|z|}),
+    finite for any z; ∂ℓ/∂z = σ(z) − y (the fused sigmoid + BCE error)."""
+
+    def per_unit(z, Y):
+        return jnp.maximum(z, 0) - z * Y + jnp.log1p(jnp.exp(-jnp.abs(z)))
+
+    return _mean_loss(per_unit, lambda z, Y: jax.lax.logistic(z) - Y, "bce", "sigmoid")
+
+
+def _log_softmax(Z):
+    shifted = Z - jax.lax.stop_gradient(jnp.max(Z, axis=-1, keepdims=True))
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+
+
+def cross_entropy() -> Loss:
+    """Cross-entropy on logits Z with softmax outputs (seed 001, K classes):
+    ℓ = −Σ_j Y_j log softmax(Z)_j, with log softmax = Z − logsumexp(Z) computed
+    from Z − max Z; ∂ℓ/∂Z = softmax(Z)·Σ_j Y_j − Y, which is seed 001's
+    ∇ℓ = f(x) − e(y) for one-hot Y."""
+
+    def fn(Z, Y, mask=None):
+        w = _example_weights(mask, Z.shape[0], Z.dtype)
+        return -jnp.sum(w * jnp.sum(Y * _log_softmax(Z), axis=-1))
+
+    def grad(Z, Y, mask=None):
+        w = _example_weights(mask, Z.shape[0], Z.dtype)
+        P = jnp.exp(_log_softmax(Z))
+        return w[:, None] * (P * jnp.sum(Y, axis=-1, keepdims=True) - Y)
+
+    return Loss("cross_entropy", fn, grad, "softmax")
+
+
+_REGISTRY: dict[str, Callable[..., Loss]] = {
+    "mse": mse,
+    "mae": mae,
+    "huber": huber,
+    "bce": bce,
+    "binary_cross_entropy": bce,
+    "cross_entropy": cross_entropy,
+    "categorical_cross_entropy": cross_entropy,
+}
+
+
+def names() -> list[str]:
+    """The registered loss names (aliases included), sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(loss: "str | Loss", **kwargs: Any) -> Loss:
+    """A loss by name (``get("huber", delta=0.5)``), or a :class:`Loss` as is.
+
+    Raises:
+      ValueError: unknown name; the message lists the valid names.
+    """
+    if isinstance(loss, Loss):
+        return loss
+    if not isinstance(loss, str) or loss not in _REGISTRY:
+        raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(names())}.")
+    return _REGISTRY[loss](**kwargs)
+
+
+def targets(loss: Loss, out: jax.Array, y: Any) -> jax.Array:
+    """Check the labels ``y`` against the output ``out`` ``(m, k)`` and return them
+    as an array ``Y`` of ``out``'s shape and dtype.
+
+    Accepted: for cross-entropy, integer labels ``(m,)`` (one-hot encoded here,
+    checked to lie in ``[0, k)`` when not traced) or rows ``(m, k)``; for the
+    other losses, ``(m, k)`` or ``(m,)`` when ``k == 1``.
+
+    Raises:
+      ValueError: labels of the wrong shape, dtype or range for ``loss``.
+    """
+    y = jnp.asarray(y)
+    m, k = out.shape
+    if loss.fused_output == "softmax" and jnp.issubdtype(y.dtype, jnp.integer):
+        if y.shape != (m,):
+            raise ValueError(
+                f"{loss.name} with integer labels expects y of shape ({m},) for "
+                f"outputs {out.shape}, got {y.shape}."
+            )
+        if not isinstance(y, jax.core.Tracer):
+            y_np = np.asarray(y)
+            if y_np.size and (y_np.min() < 0 or y_np.max() >= k):
+                raise ValueError(
+                    f"{loss.name} labels must lie in [0, {k}) for {k} outputs, got "
+                    f"values in [{y_np.min()}, {y_np.max()}]."
+                )
+        return jax.nn.one_hot(y, k, dtype=out.dtype)
+    if y.shape == (m,) and k == 1:
+        y = y[:, None]
+    if y.shape != (m, k):
+        expected = f"({m}, {k})" + (f" or ({m},)" if k == 1 else "")
+        if loss.fused_output == "softmax":
+            expected += f", or integer labels ({m},)"
+        raise ValueError(
+            f"{loss.name} expects targets of shape {expected} for network outputs "
+            f"{out.shape}, got {y.shape}."
+        )
+    return y.astype(out.dtype)
+
+
+# --- L1 / L2 penalty on the weights ---------------------------------------------------
+def _is_weight(path) -> bool:
+    last = path[-1] if path else None
+    return isinstance(last, jax.tree_util.DictKey) and last.key == "W"
+
+
+def _is_zero(value) -> bool:
+    return isinstance(value, int | float) and value == 0
+
+
+def weight_penalty(params: Any, l1: float = 0.0, l2: float = 0.0) -> jax.Array:
+    """Ω(θ) = l1·Σ|W| + l2·Σ W² over the weights only (every ``"W"`` leaf), never
+    the biases (seed 001, "Penalized empirical risk": λΩ(θ) with Ω = Σ_k ‖W^(k)‖²_F).
+
+    Relation to seed 000's L2 term λ/(2m)‖θ‖²₂: ``l2 = λ/(2m)`` (and seed 000 also
+    penalises biases; fnn does not). Seed 000's L1 term λ/(2m)‖θ‖₁² squares the
+    L1 norm, a slip in the text: fnn uses the LASSO penalty l1·Σ|W| of seed 001.
+    """
+    weights = [
+        W
+        for path, W in jax.tree_util.tree_flatten_with_path(params)[0]
+        if _is_weight(path)
+    ]
+    total = jnp.zeros((), weights[0].dtype if weights else jnp.float32)
+    for W in weights:  # terms with a weight of exactly 0 are not even computed
+        if not _is_zero(l1):
+            total = total + l1 * jnp.sum(jnp.abs(W))
+        if not _is_zero(l2):
+            total = total + l2 * jnp.sum(W * W)
+    return total
+
+
+def weight_penalty_grad(params: Any, l1: float = 0.0, l2: float = 0.0) -> Any:
+    """∂Ω/∂θ: l1·sign(W) + 2·l2·W on every ``"W"`` leaf, zeros elsewhere
+    (seed 001: ∇_W Ω = 2W for the L2 penalty)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p: (
+            l1 * jnp.sign(p) + 2 * l2 * p if _is_weight(path) else jnp.zeros_like(p)
+        ),
+        params,
+    )
