@@ -54,8 +54,8 @@ fit the template given to ``load`` raises ``ValueError`` naming the first
 missing, extra, mis-shaped or mis-typed leaf by key path, with the expected and
 found shape and dtype. A missing file raises ``FileNotFoundError``.
 
-References: issue 4, "Checkpoints"; seed 000, section 2 (learning algorithm:
-epochs and parameter updates, the state a resumed run must restore). The NPY
+References: issue 4, "Checkpoints"; seed 000, section 2, Learning algorithm
+(epochs and parameter updates: the state a resumed run must restore). The NPY
 format is numpy's (NEP 1); the container is the zip format of Python's
 ``zipfile``.
 """
@@ -222,6 +222,10 @@ def save(
     path: str | os.PathLike, tree: PyTree, *, metadata: Mapping | None = None
 ) -> Path:
     """Write ``tree`` and ``metadata`` to the checkpoint file ``path``, atomically.
+
+    Invariant: after ``save(path, t, metadata=m)``, ``load(path, like=t)`` equals
+    ``t`` bit for bit (same treedef and leaf types) and ``read_metadata(path)``
+    equals ``json.loads(json.dumps(m))``.
 
     The file is first written in full to a temporary file in the same folder
     (flushed and ``fsync``-ed), then moved onto ``path`` with ``os.replace``, and
@@ -554,6 +558,10 @@ def _as_template_type(path: Path, record: dict, like_leaf: Any, value: Any) -> A
 
 def load(path: str | os.PathLike, like: PyTree | None = None) -> Any:
     """Read the checkpoint at ``path``; in the shape of ``like`` when given.
+
+    Invariant: ``load(path, like=t) == t`` after ``save(path, t)``, for any
+    template ``t2`` with the treedef, leaf types, shapes and dtypes of ``t``
+    (``load(path, like=t2) == t`` too: only the template's values are ignored).
 
     With a template, the result has the template's treedef and leaf types:
     NamedTuples come back as the template's NamedTuple classes, lists as lists;
