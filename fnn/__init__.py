@@ -9,6 +9,8 @@ backpropagation beside autodiff, every block checked against ``jax.grad``::
 """
 
 from . import activations as activations
+from . import checkpoint as checkpoint
+from . import graph as graph
 from . import initializers as initializers
 from . import losses as losses
 from . import nn as nn

@@ -54,7 +54,7 @@ fit the template given to ``load`` raises ``ValueError`` naming the first
 missing, extra, mis-shaped or mis-typed leaf by key path, with the expected and
 found shape and dtype. A missing file raises ``FileNotFoundError``.
 
-References: issue 4, "Checkpoints"; seed 000, section 2, Learning algorithm
+References: seed 000, section 2, Learning algorithm
 (epochs and parameter updates: the state a resumed run must restore). The NPY
 format is numpy's (NEP 1); the container is the zip format of Python's
 ``zipfile``.
@@ -252,7 +252,7 @@ def save(
       ValueError: ``metadata`` not a JSON-serialisable mapping with string keys,
         or two leaves with the same key path.
 
-    References: issue 4, "Checkpoints"; see the module docstring for the format.
+    The format is described in the module docstring.
     """
     path = Path(path)
     if metadata is None:
@@ -407,8 +407,6 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
     Raises:
       CheckpointError: the file is not a readable checkpoint.
-
-    References: issue 4, "Checkpoints".
     """
     path = Path(path)
     with _open(path) as zf:
@@ -594,7 +592,7 @@ def load(path: str | os.PathLike, like: PyTree | None = None) -> Any:
         extra, mis-shaped or mis-typed leaf with expected and found
         ``dtype[shape]``.
 
-    References: issue 4, "Checkpoints"; the format is in the module docstring.
+    The format is described in the module docstring.
     """
     path = Path(path)
     with _open(path) as zf:
