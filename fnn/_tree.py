@@ -35,6 +35,8 @@ def first_structure_mismatch(a: PyTree, b: PyTree) -> str | None:
         return None
 
     def walk(x: Any, y: Any, path: tuple) -> str | None:
+        if jax.tree.structure(x) == jax.tree.structure(y):
+            return None
         x_leaf = jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
         y_leaf = jax.tree_util.treedef_is_leaf(jax.tree.structure(y))
         if x_leaf or y_leaf:
