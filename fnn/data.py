@@ -272,6 +272,9 @@ def fit_zca(X_train: ArrayLike, eps: float = 1e-5) -> ZCAWhitener:
     independent of the sample size, and adds the usual ``eps I`` regulariser so
     that constant or collinear features (eigenvalue ``0``) stay finite.
 
+    Unlike ``fit_standardize`` and ``fit_min_max``, this fit checks the
+    eigenvalues eagerly and cannot run under ``jit`` (its ``transform`` can).
+
     Args:
       X_train: ``(m, n)`` training inputs, ``m >= 2``; integer inputs are
         treated as float32.
