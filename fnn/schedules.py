@@ -1,0 +1,583 @@
+"""Learning-rate schedules: pure functions of the step count, usable inside jit.
+
+A schedule is a function ``schedule(count) -> lr``:
+
+  * ``count`` is the zero-based step count (an int, or an integer array such as the
+    int32 ``count`` kept in optimizer states); the first update uses
+    ``schedule(0)``.
+  * the result is a float32 scalar ``jax.Array``, whatever the dtype of ``count``
+    (so optimizer states keep fixed dtypes and a jitted step traces once).
+  * a schedule has no state: ``schedule(c)`` depends on ``c`` only, so it can be
+    called under ``jax.jit``, ``jax.vmap`` or ``lax.scan``.
+
+Factories check their arguments up front and raise ``ValueError`` naming the
+argument and the bad value.
+
+Seed 000 (section 6, "Learning rate decay") lists three decay laws by epoch; their
+formulas are images lost from the text, so fnn uses the standard forms
+``a0 / (1 + k*epoch)``, ``a0 * gamma**epoch`` and ``a0 * k / sqrt(epoch)``. Seed 003
+("Adaptive Learning rate") lists a linear decrease, halving on a fixed schedule,
+the 1-cycle policy and SGD with warm restarts.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+Schedule = Callable[[jax.Array], jax.Array]
+
+__all__ = [
+    "constant_schedule",
+    "inverse_time_decay",
+    "exponential_decay",
+    "inverse_sqrt_decay",
+    "linear_schedule",
+    "polynomial_schedule",
+    "piecewise_constant_schedule",
+    "cosine_decay_schedule",
+    "linear_warmup",
+    "warmup",
+    "one_cycle",
+    "sgdr",
+    "cosine_warm_restarts",
+    "join_schedules",
+]
+
+
+# ----------------------------------------------------------------------------------
+# Argument checks and helpers
+# ----------------------------------------------------------------------------------
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_real(name: str, value, *, minimum=None, strict=False) -> float:
+    """A finite real number, optionally ``> minimum`` (strict) or ``>= minimum``."""
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    if minimum is not None:
+        if strict and not value > minimum:
+            raise ValueError(f"{name} must be > {minimum}, got {value!r}.")
+        if not strict and not value >= minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
+    return float(value)
+
+
+def _check_int(name: str, value, *, minimum: int) -> int:
+    """An integer ``>= minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+def _count(count) -> jax.Array:
+    """The step count as an integer array (int32 unless it already has an int
+    dtype)."""
+    count = jnp.asarray(count)
+    if not jnp.issubdtype(count.dtype, jnp.integer):
+        raise ValueError(
+            f"schedule count must be an integer step count, got dtype {count.dtype}."
+        )
+    return count
+
+
+def _f32(x) -> jax.Array:
+    return jnp.asarray(x).astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------------
+# Seed 000, section 6: decay by epoch
+# ----------------------------------------------------------------------------------
+
+
+def constant_schedule(value: float) -> Schedule:
+    """A constant learning rate: ``lr(t) = value``.
+
+    Args:
+      value: the learning rate (a finite float).
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 003, Adaptive Learning rate (the baseline every schedule departs from).
+    """
+    value = _check_real("value", value)
+
+    def schedule(count):
+        _count(count)
+        return jnp.asarray(value, dtype=jnp.float32)
+
+    return schedule
+
+
+def inverse_time_decay(
+    init_value: float, decay_rate: float, steps_per_epoch: int = 1
+) -> Schedule:
+    """Inverse-time decay by epoch: ``lr = a0 / (1 + k * epoch)``.
+
+    ``epoch = count // steps_per_epoch`` (zero-based, so ``lr(0) = a0``) and
+    ``k = decay_rate``.
+
+    Args:
+      init_value: ``a0``, the learning rate of epoch 0.
+      decay_rate: ``k >= 0``.
+      steps_per_epoch: optimizer steps per epoch (``>= 1``); 1 decays every step.
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 000, section 6 "Learning rate decay", first law (the formula is lost
+      from the seed's text; this is the standard form ``a0 / (1 + k * epoch)``).
+    """
+    a0 = _check_real("init_value", init_value)
+    k = _check_real("decay_rate", decay_rate, minimum=0.0)
+    spe = _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+
+    def schedule(count):
+        epoch = _f32(_count(count) // spe)
+        return jnp.asarray(a0, jnp.float32) / (1.0 + k * epoch)
+
+    return schedule
+
+
+def exponential_decay(
+    init_value: float, decay_rate: float, steps_per_epoch: int = 1
+) -> Schedule:
+    """Exponential decay by epoch: ``lr = a0 * gamma ** epoch``.
+
+    ``epoch = count // steps_per_epoch`` (zero-based, so ``lr(0) = a0``) and
+    ``gamma = decay_rate``; the rate changes by whole epochs (a staircase when
+    ``steps_per_epoch > 1``).
+
+    Args:
+      init_value: ``a0``.
+      decay_rate: ``gamma > 0`` (``< 1`` decays, ``1`` is constant).
+      steps_per_epoch: optimizer steps per epoch (``>= 1``).
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 000, section 6 "Learning rate decay", second law (standard form
+      ``a0 * gamma**epoch``; the seed's formula image is lost).
+    """
+    a0 = _check_real("init_value", init_value)
+    gamma = _check_real("decay_rate", decay_rate, minimum=0.0, strict=True)
+    spe = _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+
+    def schedule(count):
+        epoch = _f32(_count(count) // spe)
+        return jnp.asarray(a0, jnp.float32) * jnp.power(
+            jnp.asarray(gamma, jnp.float32), epoch
+        )
+
+    return schedule
+
+
+def inverse_sqrt_decay(
+    init_value: float, k: float, steps_per_epoch: int = 1
+) -> Schedule:
+    """Inverse-square-root decay by epoch: ``lr = a0 * k / sqrt(epoch + 1)``.
+
+    The seed's law is ``a0 * k / sqrt(epoch)`` with epochs numbered from 1 (seed
+    000's training loop runs ``i = 1, 2, ..., N``). fnn counts zero-based epochs
+    ``epoch = count // steps_per_epoch``, so the seed's epoch number is
+    ``epoch + 1``: the first epoch uses ``a0 * k`` and nothing divides by zero.
+
+    Args:
+      init_value: ``a0``.
+      k: the constant ``k > 0``.
+      steps_per_epoch: optimizer steps per epoch (``>= 1``).
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 000, section 6 "Learning rate decay", third law (standard form
+      ``a0 * k / sqrt(epoch)``; the seed's formula image is lost).
+    """
+    a0 = _check_real("init_value", init_value)
+    k = _check_real("k", k, minimum=0.0, strict=True)
+    spe = _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
+
+    def schedule(count):
+        epoch = _f32(_count(count) // spe)
+        return jnp.asarray(a0 * k, jnp.float32) / jnp.sqrt(epoch + 1.0)
+
+    return schedule
+
+
+# ----------------------------------------------------------------------------------
+# Seed 003, Adaptive Learning rate
+# ----------------------------------------------------------------------------------
+
+
+def _fraction(count, begin: int, steps: int) -> jax.Array:
+    """``clip((count - begin) / steps, 0, 1)`` as float32."""
+    t = _f32(_count(count)) - float(begin)
+    return jnp.clip(t / float(steps), 0.0, 1.0)
+
+
+def linear_schedule(
+    init_value: float,
+    end_value: float,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> Schedule:
+    """Linear change from ``a0`` to ``af``, then constant.
+
+    ``lr(t) = a0 + (af - a0) * clip((t - t0) / T, 0, 1)`` with ``t0 =
+    transition_begin`` and ``T = transition_steps``.
+
+    Args:
+      init_value: ``a0`` (held for ``t <= t0``).
+      end_value: ``af`` (held for ``t >= t0 + T``).
+      transition_steps: ``T >= 1``.
+      transition_begin: ``t0 >= 0``.
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 003, Adaptive Learning rate: "Linear decrease from a0 to af".
+    """
+    a0 = _check_real("init_value", init_value)
+    af = _check_real("end_value", end_value)
+    T = _check_int("transition_steps", transition_steps, minimum=1)
+    t0 = _check_int("transition_begin", transition_begin, minimum=0)
+
+    def schedule(count):
+        return a0 + (af - a0) * _fraction(count, t0, T)
+
+    return schedule
+
+
+def polynomial_schedule(
+    init_value: float,
+    end_value: float,
+    power: float,
+    transition_steps: int,
+    transition_begin: int = 0,
+) -> Schedule:
+    """Polynomial decay: ``lr(t) = (a0 - af) * (1 - s) ** power + af``.
+
+    ``s = clip((t - t0) / T, 0, 1)``; ``power = 1`` is :func:`linear_schedule`.
+
+    Args:
+      init_value: ``a0``.
+      end_value: ``af``.
+      power: the exponent ``> 0``.
+      transition_steps: ``T >= 1``.
+      transition_begin: ``t0 >= 0``.
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 003, Adaptive Learning rate (a generalisation of the linear decrease).
+    """
+    a0 = _check_real("init_value", init_value)
+    af = _check_real("end_value", end_value)
+    p = _check_real("power", power, minimum=0.0, strict=True)
+    T = _check_int("transition_steps", transition_steps, minimum=1)
+    t0 = _check_int("transition_begin", transition_begin, minimum=0)
+
+    def schedule(count):
+        s = _fraction(count, t0, T)
+        return (a0 - af) * jnp.power(1.0 - s, p) + af
+
+    return schedule
+
+
+def piecewise_constant_schedule(
+    init_value: float, boundaries_and_scales: Mapping[int, float] | None = None
+) -> Schedule:
+    """Piecewise constant: multiply by ``scale_b`` once the step reaches ``b``.
+
+    ``lr(t) = a0 * prod_{b <= t} scale_b``; with every scale ``0.5`` this is seed
+    003's "halve the learning rate on a fixed schedule". A boundary ``b`` takes
+    effect at step ``b`` itself.
+
+    Args:
+      init_value: ``a0``.
+      boundaries_and_scales: ``{step: scale}`` with integer steps ``>= 0`` and
+        finite scales ``>= 0``; ``None`` or empty gives a constant.
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 003, Adaptive Learning rate: "Halve the learning rate on a fixed
+      schedule".
+    """
+    a0 = _check_real("init_value", init_value)
+    pairs = []
+    for b, s in sorted(dict(boundaries_and_scales or {}).items()):
+        _check_int(f"boundaries_and_scales key {b!r}", b, minimum=0)
+        pairs.append((b, _check_real(f"boundaries_and_scales[{b}]", s, minimum=0.0)))
+
+    def schedule(count):
+        count = _count(count)
+        value = jnp.asarray(a0, jnp.float32)
+        for b, s in pairs:
+            value = jnp.where(count >= b, value * s, value)
+        return value
+
+    return schedule
+
+
+def cosine_decay_schedule(
+    init_value: float, decay_steps: int, alpha: float = 0.0
+) -> Schedule:
+    """Cosine decay: ``lr(t) = a0 * ((1 - alpha) * (1 + cos(pi * s)) / 2 + alpha)``.
+
+    ``s = min(t, T) / T`` with ``T = decay_steps``; the rate falls from ``a0`` to
+    ``alpha * a0`` and stays there.
+
+    Args:
+      init_value: ``a0``.
+      decay_steps: ``T >= 1``.
+      alpha: the final fraction of ``a0`` (``>= 0``).
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5 (one period, no restart);
+      seed 003, Adaptive Learning rate.
+    """
+    a0 = _check_real("init_value", init_value)
+    T = _check_int("decay_steps", decay_steps, minimum=1)
+    alpha = _check_real("alpha", alpha, minimum=0.0)
+
+    def schedule(count):
+        s = _fraction(count, 0, T)
+        cosine = 0.5 * (1.0 + jnp.cos(jnp.float32(math.pi) * s))
+        return a0 * ((1.0 - alpha) * cosine + alpha)
+
+    return schedule
+
+
+def linear_warmup(
+    peak_value: float, warmup_steps: int, init_value: float = 0.0
+) -> Schedule:
+    """Linear warm-up from ``init_value`` to ``peak_value``, then constant.
+
+    ``lr(t) = a_init + (a_peak - a_init) * min(t / W, 1)`` with ``W =
+    warmup_steps``.
+
+    Args:
+      peak_value: the rate reached at step ``W`` and kept after.
+      warmup_steps: ``W >= 1``.
+      init_value: the rate at step 0 (default 0).
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      Goyal et al., "Accurate, Large Minibatch SGD", 2017 (gradual warm-up);
+      seed 003, Adaptive Learning rate (increasing learning rate).
+    """
+    return linear_schedule(init_value, peak_value, warmup_steps)
+
+
+def warmup(schedule: Schedule, warmup_steps: int, init_value: float = 0.0) -> Schedule:
+    """Prefix ``schedule`` with a linear warm-up to its first value.
+
+    ``lr(t) = a_init + (s(0) - a_init) * t / W`` for ``t < W``, then
+    ``lr(t) = s(t - W)``: the wrapped schedule starts counting at the end of the
+    warm-up.
+
+    Args:
+      schedule: the schedule to run after the warm-up (evaluated once at 0 here).
+      warmup_steps: ``W >= 1``.
+      init_value: the rate at step 0 (default 0).
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      Goyal et al., 2017 (gradual warm-up); seed 003, Adaptive Learning rate.
+    """
+    if not callable(schedule):
+        raise ValueError(f"schedule must be callable, got {schedule!r}.")
+    W = _check_int("warmup_steps", warmup_steps, minimum=1)
+    first = float(schedule(jnp.asarray(0, jnp.int32)))
+    ramp = linear_schedule(init_value, first, W)
+    return join_schedules([ramp, schedule], [W])
+
+
+def one_cycle(
+    transition_steps: int,
+    peak_value: float,
+    pct_start: float = 0.45,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> Schedule:
+    """The 1-cycle policy (Smith): up, down, then annihilate, all linear.
+
+    With ``T = transition_steps``, ``a_min = peak / div_factor``, ``a_end = a_min /
+    final_div_factor``, ``t1 = pct_start * T`` and ``t2 = 2 * t1``::
+
+        lr(t) = a_min + (peak - a_min) * t / t1              0  <= t <= t1
+              = peak - (peak - a_min) * (t - t1) / t1         t1 <= t <= t2
+              = a_min - (a_min - a_end) * (t - t2) / (T - t2) t2 <= t <= T
+              = a_end                                         t >= T
+
+    This is Smith's original three-phase, linear form (the cycle is symmetric and
+    the last ``1 - 2 * pct_start`` of training anneals far below ``a_min``).
+    optax's ``cosine_onecycle_schedule`` and PyTorch's default ``OneCycleLR`` use
+    two cosine phases instead.
+
+    Args:
+      transition_steps: ``T >= 2``, the length of the policy.
+      peak_value: the top of the cycle.
+      pct_start: the fraction of ``T`` spent rising, in ``(0, 0.5]``.
+      div_factor: ``peak / a_min > 0``.
+      final_div_factor: ``a_min / a_end > 0``.
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 003, Adaptive Learning rate: "The 1-cycle policy"; L. N. Smith,
+      "A disciplined approach to neural network hyper-parameters", 2018, and
+      Smith & Topin, "Super-convergence", 2018.
+    """
+    T = _check_int("transition_steps", transition_steps, minimum=2)
+    peak = _check_real("peak_value", peak_value)
+    pct = _check_real("pct_start", pct_start, minimum=0.0, strict=True)
+    if pct > 0.5:
+        raise ValueError(f"pct_start must be in (0, 0.5], got {pct_start!r}.")
+    div = _check_real("div_factor", div_factor, minimum=0.0, strict=True)
+    fdiv = _check_real("final_div_factor", final_div_factor, minimum=0.0, strict=True)
+    a_min = peak / div
+    a_end = a_min / fdiv
+    t1 = pct * T
+    t2 = 2.0 * t1
+
+    def schedule(count):
+        t = _f32(_count(count))
+        up = a_min + (peak - a_min) * jnp.clip(t / t1, 0.0, 1.0)
+        down = peak - (peak - a_min) * jnp.clip((t - t1) / t1, 0.0, 1.0)
+        if T > t2:
+            tail = a_min - (a_min - a_end) * jnp.clip((t - t2) / (T - t2), 0.0, 1.0)
+        else:
+            tail = jnp.asarray(a_end, jnp.float32)
+        return jnp.where(t <= t1, up, jnp.where(t <= t2, down, tail)).astype(
+            jnp.float32
+        )
+
+    return schedule
+
+
+def sgdr(
+    init_value: float,
+    period: int,
+    period_mult: float = 1.0,
+    min_value: float = 0.0,
+) -> Schedule:
+    """SGD with warm restarts (SGDR): cosine annealing restarted every period.
+
+    ``lr(t) = a_min + (a0 - a_min) * (1 + cos(pi * t_cur / T_i)) / 2`` where the
+    ``i``-th period (zero-based) lasts ``T_i = T_0 * m**i`` steps, ``t_cur`` is
+    the step counted from the start of the current period, ``T_0 = period`` and
+    ``m = period_mult``. Period ``i`` starts at ``T_0 * (m**i - 1) / (m - 1)``
+    (``T_0 * i`` when ``m = 1``); the rate jumps back to ``a0`` there.
+
+    Args:
+      init_value: ``a0``, the rate at each restart.
+      period: ``T_0 >= 1``.
+      period_mult: ``m >= 1`` (Loshchilov & Hutter's ``T_mult``).
+      min_value: ``a_min`` (``eta_min``).
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 003, Adaptive Learning rate: "Stochastic Gradient Descent with Warm
+      Restart"; Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5.
+    """
+    a0 = _check_real("init_value", init_value)
+    T0 = _check_int("period", period, minimum=1)
+    m = _check_real("period_mult", period_mult, minimum=1.0)
+    a_min = _check_real("min_value", min_value)
+
+    def schedule(count):
+        t = _f32(_count(count))
+        if m == 1.0:
+            i = jnp.floor(t / T0)
+            start = i * T0
+            length = jnp.asarray(float(T0), jnp.float32)
+        else:
+            # Invert start(i) = T0 (m^i - 1) / (m - 1) <= t, then correct the
+            # float rounding of the logarithm by one period either way.
+            def start_of(i):
+                return T0 * (jnp.power(jnp.float32(m), i) - 1.0) / (m - 1.0)
+
+            i = jnp.floor(jnp.log1p(t * (m - 1.0) / T0) / math.log(m))
+            i = jnp.where(start_of(i + 1.0) <= t, i + 1.0, i)
+            i = jnp.where(start_of(i) > t, i - 1.0, i)
+            start = start_of(i)
+            length = T0 * jnp.power(jnp.float32(m), i)
+        t_cur = t - start
+        cosine = 0.5 * (1.0 + jnp.cos(jnp.float32(math.pi) * t_cur / length))
+        return (a_min + (a0 - a_min) * cosine).astype(jnp.float32)
+
+    return schedule
+
+
+cosine_warm_restarts = sgdr
+
+
+def join_schedules(
+    schedules: Sequence[Schedule], boundaries: Sequence[int]
+) -> Schedule:
+    """Run ``schedules[i]`` between ``boundaries[i-1]`` and ``boundaries[i]``.
+
+    ``lr(t) = schedules[i](t - b_{i-1})`` for ``b_{i-1} <= t < b_i`` (with
+    ``b_{-1} = 0``): each later schedule sees the step counted from its own
+    boundary.
+
+    Args:
+      schedules: ``n >= 1`` schedules.
+      boundaries: ``n - 1`` strictly increasing integers ``>= 1``.
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      seed 003, Adaptive Learning rate (warm-up, 1-cycle and restarts are all
+      joins of simple pieces).
+    """
+    schedules = list(schedules)
+    boundaries = list(boundaries)
+    if not schedules:
+        raise ValueError("schedules must hold at least one schedule, got none.")
+    for i, s in enumerate(schedules):
+        if not callable(s):
+            raise ValueError(f"schedules[{i}] must be callable, got {s!r}.")
+    if len(boundaries) != len(schedules) - 1:
+        raise ValueError(
+            f"boundaries must have len(schedules) - 1 = {len(schedules) - 1} "
+            f"entries, got {len(boundaries)}: {boundaries!r}."
+        )
+    previous = 0
+    for i, b in enumerate(boundaries):
+        _check_int(f"boundaries[{i}]", b, minimum=previous + 1)
+        previous = b
+
+    def schedule(count):
+        count = _count(count)
+        value = _f32(schedules[0](count))
+        for b, s in zip(boundaries, schedules[1:], strict=True):
+            value = jnp.where(count >= b, _f32(s(count - b)), value)
+        return value
+
+    return schedule
