@@ -271,14 +271,17 @@ def clip_by_value(max_delta: float) -> Optimizer:
     return Optimizer(init, update)
 
 
-def global_norm(tree: PyTree) -> jax.Array:
-    """``sqrt(sum_leaves sum_i x_i^2)``, in the widest floating dtype of the leaves."""
+def global_norm(tree: PyTree, squared: bool = False) -> jax.Array:
+    """``sqrt(sum_leaves sum_i x_i^2)`` (without the root if ``squared``).
+
+    Computed in the widest floating dtype among the leaves; a scalar.
+    """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
     dtype = max((leaf.dtype for leaf in leaves), key=lambda d: jnp.dtype(d).itemsize)
     total = sum(jnp.sum(jnp.square(leaf.astype(dtype))) for leaf in leaves)
-    return jnp.sqrt(total)
+    return total if squared else jnp.sqrt(total)
 
 
 def clip_by_global_norm(max_norm: float) -> Optimizer:
@@ -311,10 +314,12 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
 
     def update(grads, state, params=None, **extra):
         check_grads(grads, params)
-        norm = global_norm(grads)
-        clip = norm > max_norm
-        safe_norm = jnp.where(clip, norm, jnp.ones_like(norm))
-        scale = jnp.where(clip, max_norm / safe_norm, jnp.ones_like(norm))
+        # n^2 is compared with max_norm^2 so that sqrt is never taken at 0 (its
+        # derivative there is infinite and would give 0 * inf = NaN in a grad).
+        sq = global_norm(grads, squared=True)
+        clip = sq > max_norm**2
+        safe_norm = jnp.sqrt(jnp.where(clip, sq, jnp.ones_like(sq)))
+        scale = jnp.where(clip, max_norm / safe_norm, jnp.ones_like(sq))
         updates = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
         return updates, state
 
@@ -486,8 +491,8 @@ def masked(optimizer: Optimizer, mask: Mask) -> Optimizer:
             _select(grads, flags), state.inner_state, sub_params, **extra
         )
         leaves, treedef = jax.tree.flatten(grads)
-        chosen = iter(_selected_leaves(sub_updates))
-        out = [next(chosen) if f else g for g, f in zip(leaves, flags, strict=True)]
+        chosen = _selected_leaves(sub_updates)  # aligned with leaves
+        out = [c if f else g for g, c, f in zip(leaves, chosen, flags, strict=True)]
         return treedef.unflatten(out), MaskedState(inner)
 
     return Optimizer(init, update)
@@ -557,10 +562,10 @@ def partition(
             sub_updates, new_states[name] = opt.update(
                 _select(grads, flags), state.inner_states[name], sub_params, **extra
             )
-            chosen = iter(_selected_leaves(sub_updates))
+            chosen = _selected_leaves(sub_updates)  # aligned with leaves
             for i, f in enumerate(flags):
                 if f:
-                    out[i] = next(chosen)
+                    out[i] = chosen[i]
         return treedef.unflatten(out), PartitionState(new_states)
 
     return Optimizer(init, update)
