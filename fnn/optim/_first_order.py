@@ -1,0 +1,791 @@
+"""First-order optimizers: SGD (momentum, Nesterov), EMA momentum and the adaptive
+methods (AdaGrad, RMSProp, AdaDelta, Adam, AdamW, AdaMax, NAdam, AMSGrad).
+
+Notation, used in every docstring: ``g_t`` is the gradient given to the ``t``-th
+call of ``update`` (``t = 1, 2, ...``), ``alpha_t`` the learning rate of that call
+(``learning_rate(t - 1)`` for a schedule, so the first update uses
+``schedule(0)``), ``u_t`` the returned update (``theta_t = theta_{t-1} + u_t``).
+All operations are element-wise on every leaf.
+
+Invariants:
+  * each state is one NamedTuple with ``count`` (int32, number of updates taken),
+    ``learning_rate`` (float32, the rate of the last update; before the first
+    update, the rate it will use) and per-parameter trees with the parameters'
+    dtypes, so ``jax.eval_shape`` of ``update`` returns the avals of ``init``;
+  * the arithmetic of a leaf is done in that leaf's dtype: float64 parameters get
+    float64 moments and a float64 learning rate (the float32 copy in the state is
+    for reading only).
+
+Conventions where the seeds (or libraries) differ, and what fnn does:
+  * momentum: ``sgd`` uses the *velocity* form of seeds 001/003 (``v <- beta v -
+    alpha g``, ``theta <- theta + v``, PyTorch/optax differ only in where the
+    learning rate sits); ``ema_momentum`` is seed 000's exponential average
+    (``V <- beta V + (1 - beta) g``, ``theta <- theta - alpha V``).
+  * eps outside the square root (``g / (sqrt(r) + eps)``) for AdaGrad, RMSProp and
+    Adam, as in seeds 000 and 003 and Kingma & Ba; seed 001 writes RMSProp with
+    ``sqrt(delta + r)``: ``rmsprop(..., eps_in_sqrt=True)`` gives that form (also
+    optax's default).
+  * weight decay: ``adamw`` is decoupled (Loshchilov & Hutter), scaled by the
+    learning rate as in optax and PyTorch; coupled L2 is
+    ``chain(add_decayed_weights(wd), adam(...))``.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._base import (
+    Optimizer,
+    PyTree,
+    ScalarOrSchedule,
+    check_nonnegative,
+    check_params,
+    check_unit_interval,
+    learning_rate_at,
+)
+from ._transforms import (
+    Mask,
+    as_dtype_of,
+    check_grads,
+    raw_learning_rate,
+    require_params,
+    resolve_mask,
+    zero_count,
+    zeros_like_strong,
+)
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}.")
+
+
+def _zeros(params: PyTree) -> PyTree:
+    return jax.tree.map(zeros_like_strong, params)
+
+
+def _fill(params: PyTree, value: float) -> PyTree:
+    return jax.tree.map(lambda p: jnp.full(jnp.shape(p), value, p.dtype), params)
+
+
+def _step_number(count: jax.Array, like: jax.Array) -> jax.Array:
+    """``t = count + 1`` in ``like``'s dtype, for bias corrections ``1 - beta^t``."""
+    return (count + 1).astype(like.dtype)
+
+
+# --------------------------------------------------------------------------
+# SGD and momentum.
+# --------------------------------------------------------------------------
+
+
+class SgdState(NamedTuple):
+    """State of :func:`sgd`.
+
+    Attributes:
+      count: int32 scalar, number of updates taken.
+      learning_rate: float32 scalar, rate of the last update.
+      velocity: ``v``, a pytree like the params (``None`` when ``momentum == 0``).
+    """
+
+    count: jax.Array
+    learning_rate: jax.Array
+    velocity: PyTree
+
+
+def _velocity_step(v, d, lr, beta, nesterov):
+    """``v' = beta v - lr d``; returns ``(u, v')`` with ``u = v'`` or, for
+    Nesterov, ``u = beta v' - lr d``."""
+    beta = as_dtype_of(beta, d)
+    lr = as_dtype_of(lr, d)
+    v_new = beta * v - lr * d
+    u = beta * v_new - lr * d if nesterov else v_new
+    return u, v_new
+
+
+def sgd(
+    learning_rate: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False
+) -> Optimizer:
+    """Stochastic gradient descent, with optional (Nesterov) momentum, velocity form.
+
+    Plain (``momentum = 0``)::
+
+        u_t = -alpha_t g_t
+
+    Momentum (Polyak; seed 001 "SGD with momentum", seed 003 Algorithm 2)::
+
+        v_t = beta v_{t-1} - alpha_t g_t,    v_0 = 0
+        u_t = v_t                            (theta_t = theta_{t-1} + v_t)
+
+    Nesterov (Sutskever et al. 2013; seed 001, seed 003 Algorithm 3) is defined by
+    a gradient at the look-ahead point::
+
+        v_t = beta v_{t-1} - alpha_t grad J(theta_{t-1} + beta v_{t-1})
+        theta_t = theta_{t-1} + v_t
+
+    fnn implements it from the gradient at the *current* parameters by the usual
+    change of variable ``phi_t = theta_t + beta v_t`` (the look-ahead point).
+    Then ``phi_t = phi_{t-1} + beta v_t - alpha_t grad J(phi_{t-1})``, so::
+
+        v_t = beta v_{t-1} - alpha_t g_t,    g_t = grad J(phi_{t-1})
+        u_t = beta v_t - alpha_t g_t
+
+    The parameters this optimizer holds are therefore the look-ahead points
+    ``phi_t`` of the explicit formula (``phi_0 = theta_0`` since ``v_0 = 0``), and
+    its velocities are the same ``v_t``; the explicit ``theta_t`` is
+    ``params - beta * velocity``. At a minimum (``v = 0``) both coincide. The
+    learning rate sits inside the velocity, so a schedule changes the step
+    exactly as in the seed's equations (PyTorch's form ``v <- beta v + g``,
+    ``u = -alpha v`` agrees only for a constant rate).
+
+    Args:
+      learning_rate: a non-negative float (seed 003: ``alpha``; seed 001:
+        ``epsilon``) or a schedule ``count -> rate``.
+      momentum: ``beta`` in ``[0, 1)`` (seed 001 calls it ``alpha``).
+      nesterov: use Nesterov's look-ahead gradient.
+
+    Returns:
+      An ``Optimizer`` with an :class:`SgdState`; updates have the gradients'
+      shapes and dtypes.
+
+    References:
+      seed 001, SGD algorithm / SGD with momentum / SGD with Nesterov momentum;
+      seed 003, Gradient descent algorithms, Algorithms 1-3.
+    """
+    check_nonnegative("learning_rate", learning_rate)
+    check_unit_interval("momentum", momentum)
+    _check_bool("nesterov", nesterov)
+    use_velocity = momentum > 0
+
+    def init(params):
+        check_params(params)
+        count = zero_count()
+        velocity = _zeros(params) if use_velocity else None
+        return SgdState(count, learning_rate_at(learning_rate, count), velocity)
+
+    def update(grads, state, params=None, **extra):
+        check_grads(grads, params, state.velocity)
+        lr = raw_learning_rate(learning_rate, state.count)
+        if use_velocity:
+            pairs = jax.tree.map(
+                lambda g, v: _velocity_step(v, g, lr, momentum, nesterov),
+                grads,
+                state.velocity,
+            )
+            updates = jax.tree.map(lambda _, p: p[0], grads, pairs)
+            velocity = jax.tree.map(lambda _, p: p[1], grads, pairs)
+        else:
+            updates = jax.tree.map(lambda g: -as_dtype_of(lr, g) * g, grads)
+            velocity = None
+        lr32 = learning_rate_at(learning_rate, state.count)
+        return updates, SgdState(state.count + 1, lr32, velocity)
+
+    return Optimizer(init, update)
+
+
+class EmaMomentumState(NamedTuple):
+    """State of :func:`ema_momentum`: ``count``, ``learning_rate`` and the
+    exponential average ``V`` (like the params)."""
+
+    count: jax.Array
+    learning_rate: jax.Array
+    V: PyTree
+
+
+def ema_momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> Optimizer:
+    """Gradient descent with momentum, exponential-moving-average form (seed 000).
+
+    ::
+
+        V_t = beta V_{t-1} + (1 - beta) g_t,    V_0 = 0
+        u_t = -alpha_t V_t
+
+    Seed 000 prints ``W := W - alpha dW`` in the update line; the text ("this
+    exponentially weighted average ... gives a better estimation of derivatives")
+    makes clear that ``V_dW`` is meant, which is what fnn does. Compared with the
+    velocity form of ``sgd`` (``v = beta v - alpha g``), the average is damped by
+    ``(1 - beta)``: with a constant rate, ``ema_momentum(alpha, beta)`` follows the
+    same path as ``sgd(alpha * (1 - beta), momentum=beta)``. No bias correction.
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      beta: averaging rate in ``[0, 1)``.
+
+    Returns:
+      An ``Optimizer`` with an :class:`EmaMomentumState`.
+
+    References:
+      seed 000, section 6, Gradient descent with momentum.
+    """
+    check_nonnegative("learning_rate", learning_rate)
+    check_unit_interval("beta", beta)
+
+    def init(params):
+        check_params(params)
+        count = zero_count()
+        return EmaMomentumState(
+            count, learning_rate_at(learning_rate, count), _zeros(params)
+        )
+
+    def update(grads, state, params=None, **extra):
+        check_grads(grads, params, state.V)
+        lr = raw_learning_rate(learning_rate, state.count)
+        V = jax.tree.map(
+            lambda g, v: as_dtype_of(beta, g) * v + as_dtype_of(1 - beta, g) * g,
+            grads,
+            state.V,
+        )
+        updates = jax.tree.map(lambda v: -as_dtype_of(lr, v) * v, V)
+        lr32 = learning_rate_at(learning_rate, state.count)
+        return updates, EmaMomentumState(state.count + 1, lr32, V)
+
+    return Optimizer(init, update)
+
+
+# --------------------------------------------------------------------------
+# Adaptive learning rates.
+# --------------------------------------------------------------------------
+
+
+class AdagradState(NamedTuple):
+    """State of :func:`adagrad`: ``count``, ``learning_rate`` and the sum of
+    squared gradients ``r`` (like the params)."""
+
+    count: jax.Array
+    learning_rate: jax.Array
+    r: PyTree
+
+
+def adagrad(
+    learning_rate: ScalarOrSchedule,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-8,
+) -> Optimizer:
+    """AdaGrad (Duchi et al. 2011), seed 003's form with ``delta`` outside the root.
+
+    ::
+
+        r_t = r_{t-1} + g_t * g_t,          r_0 = initial_accumulator_value
+        u_t = -alpha_t g_t / (eps + sqrt(r_t))
+
+    optax puts ``eps`` inside the root and starts ``r`` at 0.1; PyTorch matches
+    fnn (``eps`` outside, ``r_0 = 0``).
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      initial_accumulator_value: ``r_0 >= 0``.
+      eps: ``delta >= 0`` (seed 003: about 1e-8).
+
+    Returns:
+      An ``Optimizer`` with an :class:`AdagradState`.
+
+    References:
+      seed 003, Adaptive first order: ADAGRAD.
+    """
+    check_nonnegative("learning_rate", learning_rate)
+    for name, value in [
+        ("initial_accumulator_value", initial_accumulator_value),
+        ("eps", eps),
+    ]:
+        check_nonnegative(name, value)
+        if callable(value):
+            raise ValueError(f"{name} must be a number, got {value!r}.")
+
+    def init(params):
+        check_params(params)
+        count = zero_count()
+        return AdagradState(
+            count,
+            learning_rate_at(learning_rate, count),
+            _fill(params, initial_accumulator_value),
+        )
+
+    def update(grads, state, params=None, **extra):
+        check_grads(grads, params, state.r)
+        lr = raw_learning_rate(learning_rate, state.count)
+        r = jax.tree.map(lambda g, r: r + g * g, grads, state.r)
+        updates = jax.tree.map(
+            lambda g, r: -as_dtype_of(lr, g) * g / (as_dtype_of(eps, g) + jnp.sqrt(r)),
+            grads,
+            r,
+        )
+        lr32 = learning_rate_at(learning_rate, state.count)
+        return updates, AdagradState(state.count + 1, lr32, r)
+
+    return Optimizer(init, update)
+
+
+class RmspropState(NamedTuple):
+    """State of :func:`rmsprop`.
+
+    Attributes:
+      count, learning_rate: as everywhere.
+      r: EMA of ``g * g`` (like the params).
+      mean: EMA of ``g`` (``centered=True``) or ``None``.
+      velocity: momentum buffer (``momentum > 0``) or ``None``.
+    """
+
+    count: jax.Array
+    learning_rate: jax.Array
+    r: PyTree
+    mean: PyTree
+    velocity: PyTree
+
+
+def rmsprop(
+    learning_rate: ScalarOrSchedule,
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    centered: bool = False,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    eps_in_sqrt: bool = False,
+) -> Optimizer:
+    """RMSProp (Hinton 2012), optionally centered and with momentum.
+
+    ::
+
+        r_t = rho r_{t-1} + (1 - rho) g_t * g_t,       r_0 = 0
+        s_t = r_t                                      (plain)
+        s_t = max(r_t - m_t * m_t, 0),                 (centered=True)
+              m_t = rho m_{t-1} + (1 - rho) g_t
+        d_t = g_t / (sqrt(s_t) + eps)                  (eps_in_sqrt=False, default)
+        d_t = g_t / sqrt(s_t + eps)                    (eps_in_sqrt=True)
+        u_t = -alpha_t d_t                             (momentum = 0)
+        v_t = beta v_{t-1} - alpha_t d_t,  u_t = v_t   (momentum = beta > 0)
+        u_t = beta v_t - alpha_t d_t                   (... and nesterov=True)
+
+    The default (eps outside the root) follows seed 000 and seed 003 and PyTorch;
+    seed 001 writes ``epsilon / sqrt(delta + r)``, which is ``eps_in_sqrt=True``
+    (optax's default). The clamp at 0 in the centered form only removes rounding
+    (``r_t >= m_t^2`` holds exactly). The momentum buffer is the velocity of
+    ``sgd`` applied to the preconditioned direction ``d_t`` (PyTorch/TF form).
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      decay: ``rho`` in ``[0, 1)``.
+      eps: ``eps >= 0`` (seed 000: 1e-8; seed 001: ``delta``, 1e-6).
+      centered: divide by the root of the variance estimate instead.
+      momentum: ``beta`` in ``[0, 1)``.
+      nesterov: Nesterov form of the momentum (as in ``sgd``).
+      eps_in_sqrt: put ``eps`` inside the square root.
+
+    Returns:
+      An ``Optimizer`` with an :class:`RmspropState`.
+
+    References:
+      seed 000, section 6, RMSprop; seed 001, The RMSProp algorithm;
+      seed 003, RMSProp.
+    """
+    check_nonnegative("learning_rate", learning_rate)
+    check_unit_interval("decay", decay)
+    check_nonnegative("eps", eps)
+    check_unit_interval("momentum", momentum)
+    for name, value in [
+        ("centered", centered),
+        ("nesterov", nesterov),
+        ("eps_in_sqrt", eps_in_sqrt),
+    ]:
+        _check_bool(name, value)
+    use_velocity = momentum > 0
+
+    def init(params):
+        check_params(params)
+        count = zero_count()
+        return RmspropState(
+            count,
+            learning_rate_at(learning_rate, count),
+            _zeros(params),
+            _zeros(params) if centered else None,
+            _zeros(params) if use_velocity else None,
+        )
+
+    def direction(g, s):
+        e = as_dtype_of(eps, g)
+        return g / jnp.sqrt(s + e) if eps_in_sqrt else g / (jnp.sqrt(s) + e)
+
+    def update(grads, state, params=None, **extra):
+        check_grads(grads, params, state.r, state.mean, state.velocity)
+        lr = raw_learning_rate(learning_rate, state.count)
+        rho = decay
+        r = jax.tree.map(
+            lambda g, r: as_dtype_of(rho, g) * r + as_dtype_of(1 - rho, g) * g * g,
+            grads,
+            state.r,
+        )
+        if centered:
+            mean = jax.tree.map(
+                lambda g, m: as_dtype_of(rho, g) * m + as_dtype_of(1 - rho, g) * g,
+                grads,
+                state.mean,
+            )
+            s = jax.tree.map(lambda r, m: jnp.maximum(r - m * m, 0), r, mean)
+        else:
+            mean, s = None, r
+        d = jax.tree.map(direction, grads, s)
+        if use_velocity:
+            pairs = jax.tree.map(
+                lambda d, v: _velocity_step(v, d, lr, momentum, nesterov),
+                d,
+                state.velocity,
+            )
+            updates = jax.tree.map(lambda _, p: p[0], d, pairs)
+            velocity = jax.tree.map(lambda _, p: p[1], d, pairs)
+        else:
+            updates = jax.tree.map(lambda d: -as_dtype_of(lr, d) * d, d)
+            velocity = None
+        lr32 = learning_rate_at(learning_rate, state.count)
+        return updates, RmspropState(state.count + 1, lr32, r, mean, velocity)
+
+    return Optimizer(init, update)
+
+
+class AdadeltaState(NamedTuple):
+    """State of :func:`adadelta`: ``count``, ``learning_rate``, the EMA of squared
+    gradients ``Eg2`` and the EMA of squared unscaled steps ``Edx2``."""
+
+    count: jax.Array
+    learning_rate: jax.Array
+    Eg2: PyTree
+    Edx2: PyTree
+
+
+def adadelta(
+    learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float = 1e-6
+) -> Optimizer:
+    """AdaDelta (Zeiler 2012), with a learning rate that scales the step.
+
+    ::
+
+        E[g^2]_t  = rho E[g^2]_{t-1} + (1 - rho) g_t * g_t,            0 at t = 0
+        dx_t      = -sqrt(E[dx^2]_{t-1} + eps) / sqrt(E[g^2]_t + eps) * g_t
+        E[dx^2]_t = rho E[dx^2]_{t-1} + (1 - rho) dx_t * dx_t,          0 at t = 0
+        u_t       = alpha_t dx_t
+
+    ``alpha = 1`` is Zeiler's algorithm; the unscaled ``dx_t`` is accumulated, as
+    in PyTorch and optax. Named in seed 003's summary of first-order methods.
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      rho: decay rate in ``[0, 1)``.
+      eps: ``eps > 0`` (it also sets the size of the first steps).
+
+    Returns:
+      An ``Optimizer`` with an :class:`AdadeltaState`.
+
+    References:
+      seed 003, First order methods summary (Adadelta); Zeiler (2012), Algorithm 1.
+    """
+    check_nonnegative("learning_rate", learning_rate)
+    check_unit_interval("rho", rho)
+    check_nonnegative("eps", eps)
+
+    def init(params):
+        check_params(params)
+        count = zero_count()
+        return AdadeltaState(
+            count,
+            learning_rate_at(learning_rate, count),
+            _zeros(params),
+            _zeros(params),
+        )
+
+    def update(grads, state, params=None, **extra):
+        check_grads(grads, params, state.Eg2, state.Edx2)
+        lr = raw_learning_rate(learning_rate, state.count)
+
+        def leaf(g, eg2, edx2):
+            r, e = as_dtype_of(rho, g), as_dtype_of(eps, g)
+            eg2 = r * eg2 + (1 - r) * g * g
+            dx = -jnp.sqrt(edx2 + e) / jnp.sqrt(eg2 + e) * g
+            edx2 = r * edx2 + (1 - r) * dx * dx
+            return as_dtype_of(lr, g) * dx, eg2, edx2
+
+        out = jax.tree.map(leaf, grads, state.Eg2, state.Edx2)
+        pick = [jax.tree.map(lambda _, o, i=i: o[i], grads, out) for i in range(3)]
+        lr32 = learning_rate_at(learning_rate, state.count)
+        return pick[0], AdadeltaState(state.count + 1, lr32, pick[1], pick[2])
+
+    return Optimizer(init, update)
+
+
+class AdamState(NamedTuple):
+    """State of the Adam family (:func:`adam`, :func:`adamw`, :func:`nadam`,
+    :func:`amsgrad`, :func:`adamax`).
+
+    Attributes:
+      count: int32 scalar, number of updates taken (``t - 1`` during step ``t``).
+      learning_rate: float32 scalar, rate of the last update.
+      m: first-moment EMA (like the params).
+      v: second-moment EMA (``adamax``: the infinity-norm EMA ``u``).
+      v_max: running maximum of ``v`` (``amsgrad``) or ``None``.
+    """
+
+    count: jax.Array
+    learning_rate: jax.Array
+    m: PyTree
+    v: PyTree
+    v_max: PyTree
+
+
+def _adam_family(
+    name: str,
+    learning_rate: ScalarOrSchedule,
+    b1: float,
+    b2: float,
+    eps: float,
+    kind: str,
+    weight_decay: float = 0.0,
+    weight_decay_mask: Mask | None = None,
+) -> Optimizer:
+    check_nonnegative("learning_rate", learning_rate)
+    check_unit_interval("b1", b1)
+    check_unit_interval("b2", b2)
+    check_nonnegative("eps", eps)
+    check_nonnegative("weight_decay", weight_decay)
+    if callable(eps) or callable(weight_decay):
+        raise ValueError(
+            f"eps and weight_decay must be numbers, got {eps!r}, {weight_decay!r}."
+        )
+    decoupled = kind == "adamw"
+
+    def init(params):
+        check_params(params)
+        if decoupled and weight_decay_mask is not None:
+            resolve_mask(weight_decay_mask, params, "weight_decay_mask")
+        count = zero_count()
+        return AdamState(
+            count,
+            learning_rate_at(learning_rate, count),
+            _zeros(params),
+            _zeros(params),
+            _zeros(params) if kind == "amsgrad" else None,
+        )
+
+    def leaf(g, m, v, v_max, count, lr):
+        B1, B2, e = as_dtype_of(b1, g), as_dtype_of(b2, g), as_dtype_of(eps, g)
+        t = _step_number(count, g)
+        m = B1 * m + (1 - B1) * g
+        if kind == "adamax":
+            v = jnp.maximum(B2 * v, jnp.abs(g))
+            step = m / (1 - B1**t) / (v + e)
+            return -as_dtype_of(lr, g) * step, m, v, v_max
+        v = B2 * v + (1 - B2) * g * g
+        if kind == "amsgrad":
+            v_max = jnp.maximum(v_max, v)
+            v_hat = v_max / (1 - B2**t)
+        else:
+            v_hat = v / (1 - B2**t)
+        if kind == "nadam":
+            m_hat = B1 * m / (1 - B1 ** (t + 1)) + (1 - B1) * g / (1 - B1**t)
+        else:
+            m_hat = m / (1 - B1**t)
+        step = m_hat / (jnp.sqrt(v_hat) + e)
+        return -as_dtype_of(lr, g) * step, m, v, v_max
+
+    def update(grads, state, params=None, **extra):
+        if decoupled:
+            require_params(params, name)
+        check_grads(grads, params, state.m, state.v, state.v_max)
+        lr = raw_learning_rate(learning_rate, state.count)
+        # Without amsgrad there is no v_max: pass m as a placeholder, unused.
+        v_max = state.v_max if kind == "amsgrad" else state.m
+        out = jax.tree.map(
+            lambda g, m, v, vm: leaf(g, m, v, vm, state.count, lr),
+            grads,
+            state.m,
+            state.v,
+            v_max,
+        )
+        pick = [jax.tree.map(lambda _, o, i=i: o[i], grads, out) for i in range(4)]
+        updates, m, v = pick[0], pick[1], pick[2]
+        new_v_max = pick[3] if kind == "amsgrad" else None
+        if decoupled and weight_decay:
+            leaves, treedef = jax.tree.flatten(updates)
+            p_leaves = treedef.flatten_up_to(params)
+            flags = (
+                resolve_mask(weight_decay_mask, params, "weight_decay_mask")
+                if weight_decay_mask is not None
+                else [True] * len(leaves)
+            )
+            leaves = [
+                u
+                - as_dtype_of(lr, u) * as_dtype_of(weight_decay, u) * p.astype(u.dtype)
+                if f
+                else u
+                for u, p, f in zip(leaves, p_leaves, flags, strict=True)
+            ]
+            updates = treedef.unflatten(leaves)
+        lr32 = learning_rate_at(learning_rate, state.count)
+        return updates, AdamState(state.count + 1, lr32, m, v, new_v_max)
+
+    return Optimizer(init, update)
+
+
+def adam(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> Optimizer:
+    """Adam (Kingma & Ba 2014), bias-corrected, eps outside the root.
+
+    ::
+
+        m_t = b1 m_{t-1} + (1 - b1) g_t,           m_0 = 0
+        v_t = b2 v_{t-1} + (1 - b2) g_t * g_t,     v_0 = 0
+        m^_t = m_t / (1 - b1^t),   v^_t = v_t / (1 - b2^t)
+        u_t = -alpha_t m^_t / (sqrt(v^_t) + eps)
+
+    This is seed 000's and seed 003's form. Seed 001 prints the update as
+    ``epsilon / sqrt(eps^ + delta) * s^`` (``rho_1, rho_2`` for ``b1, b2``, ``s, r``
+    for ``m, v``); the ``eps^`` is a typo for the corrected second moment ``r^``,
+    and its ``delta`` inside the root differs from the paper's, which fnn follows.
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      b1: first-moment decay in ``[0, 1)``.
+      b2: second-moment decay in ``[0, 1)``.
+      eps: ``eps >= 0``.
+
+    Returns:
+      An ``Optimizer`` with an :class:`AdamState` (``v_max = None``).
+
+    References:
+      seed 000, section 6, Adam; seed 001, Adam algorithm; seed 003, ADAM algorithm.
+    """
+    return _adam_family("adam", learning_rate, b1, b2, eps, "adam")
+
+
+def adamw(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 1e-4,
+    weight_decay_mask: Mask | None = None,
+) -> Optimizer:
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019).
+
+    ``m^_t`` and ``v^_t`` as in :func:`adam`, then::
+
+        u_t = -alpha_t (m^_t / (sqrt(v^_t) + eps) + wd * theta_{t-1})
+
+    with the decay term only on leaves where ``weight_decay_mask`` is ``True``.
+    The decay is multiplied by the learning rate, as in optax and PyTorch (the
+    paper uses a separate schedule multiplier ``eta_t``; with a schedule for
+    ``learning_rate`` both shrink together). Unlike coupled L2
+    (``chain(add_decayed_weights(wd), adam(...))``) the decay does not pass
+    through Adam's moments.
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      b1, b2, eps: as in :func:`adam`.
+      weight_decay: ``wd >= 0``.
+      weight_decay_mask: pytree of bools or callable ``params -> mask``;
+        ``weights_only_mask`` leaves biases undecayed. ``None``: decay all.
+
+    Returns:
+      An ``Optimizer`` with an :class:`AdamState`; ``update`` needs ``params``.
+
+    References:
+      seed 000, section 6, Adam and L1 - L2 regularization; Loshchilov & Hutter,
+      "Decoupled Weight Decay Regularization", Algorithm 2.
+    """
+    return _adam_family(
+        "adamw", learning_rate, b1, b2, eps, "adamw", weight_decay, weight_decay_mask
+    )
+
+
+def adamax(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> Optimizer:
+    """AdaMax (Kingma & Ba 2014, section 7.1): Adam with the infinity norm.
+
+    ::
+
+        m_t = b1 m_{t-1} + (1 - b1) g_t,     m_0 = 0
+        u_t' = max(b2 u'_{t-1}, |g_t|),       u'_0 = 0
+        u_t = -alpha_t m_t / (1 - b1^t) / (u'_t + eps)
+
+    The paper has no ``eps``; fnn adds it to the denominator (outside, as for
+    Adam) so that a zero gradient history does not divide by zero. PyTorch adds it
+    inside the max instead. The infinity-norm average is stored in ``state.v``.
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      b1, b2: decays in ``[0, 1)``.
+      eps: ``eps >= 0``.
+
+    Returns:
+      An ``Optimizer`` with an :class:`AdamState`.
+
+    References:
+      Kingma & Ba, "Adam", Algorithm 2 (AdaMax); seed 001, Adam algorithm.
+    """
+    return _adam_family("adamax", learning_rate, b1, b2, eps, "adamax")
+
+
+def nadam(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> Optimizer:
+    """NAdam (Dozat 2016): Adam with a Nesterov look-ahead first moment.
+
+    ``m_t, v_t, v^_t`` as in :func:`adam`, then::
+
+        m^_t = b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)
+        u_t = -alpha_t m^_t / (sqrt(v^_t) + eps)
+
+    This is the constant-momentum form (optax's ``nadam``); PyTorch's ``NAdam``
+    also decays the momentum with a schedule ``mu_t`` (``momentum_decay``), so its
+    numbers differ.
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      b1, b2, eps: as in :func:`adam`.
+
+    Returns:
+      An ``Optimizer`` with an :class:`AdamState`.
+
+    References:
+      Dozat, "Incorporating Nesterov Momentum into Adam" (2016); seed 001, SGD
+      with Nesterov momentum and Adam algorithm.
+    """
+    return _adam_family("nadam", learning_rate, b1, b2, eps, "nadam")
+
+
+def amsgrad(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+) -> Optimizer:
+    """AMSGrad (Reddi et al. 2018): Adam with a non-decreasing second moment.
+
+    ``m_t, v_t, m^_t`` as in :func:`adam`, then::
+
+        v_max_t = max(v_max_{t-1}, v_t),     v_max_0 = 0
+        u_t = -alpha_t m^_t / (sqrt(v_max_t / (1 - b2^t)) + eps)
+
+    The maximum is taken over the uncorrected ``v_t`` and corrected afterwards, as
+    in PyTorch; optax takes it over the corrected ``v^_t`` (the two differ in the
+    first steps); the paper has no bias correction.
+
+    Args:
+      learning_rate: ``alpha``, a non-negative float or a schedule.
+      b1, b2, eps: as in :func:`adam`.
+
+    Returns:
+      An ``Optimizer`` with an :class:`AdamState` (``v_max`` like the params).
+
+    References:
+      Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", Algorithm 2;
+      seed 003, ADAM algorithm.
+    """
+    return _adam_family("amsgrad", learning_rate, b1, b2, eps, "amsgrad")
