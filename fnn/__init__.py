@@ -10,11 +10,14 @@ backpropagation beside autodiff, every block checked against ``jax.grad``::
 
 from . import activations as activations
 from . import checkpoint as checkpoint
+from . import data as data
+from . import datasets as datasets
 from . import graph as graph
 from . import initializers as initializers
 from . import losses as losses
 from . import nn as nn
 from . import optim as optim
+from . import schedules as schedules
 from ._gradcheck import GradientComparison as GradientComparison
 from ._gradcheck import compare_gradients as compare_gradients
 from ._gradcheck import grad_check as grad_check

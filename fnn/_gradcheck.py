@@ -10,7 +10,10 @@ through the relative difference
     ‖dθ_approx − dθ‖₂ / (‖dθ_approx‖₂ + ‖dθ‖₂),
 
 which "should be close to ε" (≈1e-7); "an error is suspected when the value is
-near 1e-3". Everything here runs in float64, inside a scoped
+near 1e-3". At a kink (relu at exactly Z = 0, e.g. zero biases and an
+all-zero input row) the central difference reads the average of the one-sided
+slopes, not the derivative fnn (and JAX) use, so check with smooth
+activations or nonzero biases. Everything here runs in float64, inside a scoped
 ``jax.enable_x64(True)`` (the global flag is never changed); parameters, inputs
 and float targets are converted to float64 first.
 

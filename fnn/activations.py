@@ -63,13 +63,13 @@ def _const(value: float, like: jax.Array) -> jax.Array:
     return jnp.full_like(like, value)
 
 
-# --- identity, ψ(z) = z, ψ'(z) = 1 --------------------------------------------------
+# --- identity, ψ(z) = z, ψ'(z) = 1 ------------------------------------------------
 def identity() -> Activation:
     """ψ(z) = z; ψ'(z) = 1 (regression output, seed 001)."""
     return _elementwise("identity", lambda z: z, jnp.ones_like)
 
 
-# --- sigmoid, σ(z) = 1 / (1 + e^{-z}), σ' = σ(1 - σ) --------------------------------
+# --- sigmoid, σ(z) = 1 / (1 + e^{-z}), σ' = σ(1 - σ) ------------------------------
 def _sigmoid(z):
     return jax.lax.logistic(z)  # evaluated without overflow for any z
 
@@ -84,7 +84,7 @@ def sigmoid() -> Activation:
     return _elementwise("sigmoid", _sigmoid, grad)
 
 
-# --- tanh, ψ' = 1 - tanh² -----------------------------------------------------------
+# --- tanh, ψ' = 1 - tanh² ---------------------------------------------------------
 def tanh() -> Activation:
     """ψ(z) = tanh(z); ψ'(z) = 1 − tanh²(z) (seeds 000, 001, 003)."""
 
@@ -144,7 +144,7 @@ def soboleva_tanh(a: float = 1.0, b: float = 1.0, c: float = 1.0, d: float = 1.0
     return _elementwise(f"soboleva_tanh(a={a}, b={b}, c={c}, d={d})", fn, grad)
 
 
-# --- step, ψ(z) = 1{z ≥ β}, ψ' = 0 a.e. ---------------------------------------------
+# --- step, ψ(z) = 1{z ≥ β}, ψ' = 0 a.e. -------------------------------------------
 def step(beta: float = 0.0) -> Activation:
     """ψ(z) = 1{z ≥ β}; ψ'(z) = 0 (almost everywhere; fnn returns 0 everywhere).
 
@@ -157,7 +157,7 @@ def step(beta: float = 0.0) -> Activation:
     )
 
 
-# --- rectifiers ---------------------------------------------------------------------
+# --- rectifiers -------------------------------------------------------------------
 def relu() -> Activation:
     """ψ(z) = max(0, z); ψ'(z) = 1{z > 0} (ψ'(0) = 0, as in JAX) (seeds 000-003)."""
     return _elementwise(
@@ -260,7 +260,7 @@ def gaussian() -> Activation:
     )
 
 
-# --- softmax: the output activation of multi-class classification -------------------
+# --- softmax: the output activation of multi-class classification -----------------
 def _softmax(z):
     e = jnp.exp(z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True)))
     return e / jnp.sum(e, axis=-1, keepdims=True)

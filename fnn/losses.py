@@ -234,7 +234,7 @@ def targets(loss: Loss, out: jax.Array, y: Any) -> jax.Array:
     return y.astype(out.dtype)
 
 
-# --- L1 / L2 penalty on the weights ---------------------------------------------------
+# --- L1 / L2 penalty on the weights -----------------------------------------------
 def _is_weight(path) -> bool:
     last = path[-1] if path else None
     return isinstance(last, jax.tree_util.DictKey) and last.key == "W"

@@ -58,14 +58,20 @@ def test_vjp_equals_jax_vjp(name, kwargs):
         Z = _points(jnp.float64).reshape(97, 1) * jnp.ones((1, 3))
         dA = jnp.cos(Z * 3.0)
         _, pullback = jax.vjp(act.fn, Z)
-        np.testing.assert_allclose(act.vjp(Z, dA), pullback(dA)[0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(
+            act.vjp(Z, dA), pullback(dA)[0], rtol=1e-12, atol=1e-14
+        )
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [*ALL, ("softmax", {})], ids=[*IDS, "softmax"])
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [*ALL, ("softmax", {})], ids=[*IDS, "softmax"]
+)
 def test_finite_at_large_inputs_in_float32(name, kwargs):
     """No NaN or inf in value, derivative or vjp for |z| up to 1e3 in float32."""
     act = activations.get(name, **kwargs)
-    z = jnp.asarray([[-1e3, -300.0, -88.0, -1.0, 0.0, 1.0, 88.0, 300.0, 1e3]], jnp.float32)
+    z = jnp.asarray(
+        [[-1e3, -300.0, -88.0, -1.0, 0.0, 1.0, 88.0, 300.0, 1e3]], jnp.float32
+    )
     for value in (act.fn(z), act.grad(z), act.vjp(z, jnp.ones_like(z))):
         assert bool(jnp.all(jnp.isfinite(value))), (name, value)
 
@@ -78,7 +84,9 @@ def test_softmax_jacobian_and_vjp():
         jac = jax.vmap(jax.jacobian(sm.fn))(z)
         np.testing.assert_allclose(sm.grad(z), jac, rtol=1e-12, atol=1e-15)
         g = jnp.asarray([[1.0, -2.0, 0.5, 0.0], [0.1, 0.2, 0.3, 0.4]], jnp.float64)
-        np.testing.assert_allclose(sm.vjp(z, g), jnp.einsum("bi,bij->bj", g, jac), atol=1e-15)
+        np.testing.assert_allclose(
+            sm.vjp(z, g), jnp.einsum("bi,bij->bj", g, jac), atol=1e-15
+        )
         np.testing.assert_allclose(jnp.sum(sm.fn(z), axis=-1), 1.0, rtol=1e-15)
     big = jnp.asarray([[1e3, -1e3, 0.0]], jnp.float32)
     np.testing.assert_allclose(sm.fn(big), [[1.0, 0.0, 0.0]])
@@ -95,15 +103,21 @@ def test_closed_forms_and_conventions():
     np.testing.assert_array_equal(activations.get("step", beta=2.0).fn(z), [0, 0, 1])
     np.testing.assert_array_equal(activations.get("step").grad(z), [0.0, 0.0, 0.0])
     # LeCun's tanh maps ±1 to about ±1 (seed 003).
-    np.testing.assert_allclose(activations.get("lecun_tanh").fn(jnp.ones(1)), 1.0, atol=2e-4)
+    np.testing.assert_allclose(
+        activations.get("lecun_tanh").fn(jnp.ones(1)), 1.0, atol=2e-4
+    )
     # Soboleva with a = b = c = d = 1 is tanh.
-    np.testing.assert_allclose(activations.get("soboleva_tanh").fn(z), jnp.tanh(z), rtol=1e-6)
+    np.testing.assert_allclose(
+        activations.get("soboleva_tanh").fn(z), jnp.tanh(z), rtol=1e-6
+    )
     # GELU = zΦ(z); the tanh form approximates it to about 1e-3.
     exact, approx = activations.get("gelu"), activations.get("gelu", approximate=True)
     np.testing.assert_allclose(exact.fn(z), z * jax.scipy.stats.norm.cdf(z), rtol=1e-6)
     np.testing.assert_allclose(approx.fn(z), exact.fn(z), atol=1e-3)
     np.testing.assert_allclose(activations.get("gaussian").fn(z), jnp.exp(-z * z))
-    np.testing.assert_allclose(activations.get("softplus").fn(z), jnp.log1p(jnp.exp(z)), rtol=1e-6)
+    np.testing.assert_allclose(
+        activations.get("softplus").fn(z), jnp.log1p(jnp.exp(z)), rtol=1e-6
+    )
     selu = activations.get("selu")
     np.testing.assert_allclose(selu.fn(z), jax.nn.selu(z), rtol=1e-6)
     np.testing.assert_allclose(activations.get("elu").fn(z), jax.nn.elu(z), rtol=1e-6)
@@ -116,7 +130,9 @@ def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match="bad parameters"):
         activations.get("relu", alpha=0.1)
     with pytest.raises(ValueError, match="unknown activation"):
-        fnn.apply(fnn.init_params(jax.random.key(0), [2, 2]), jnp.ones((1, 2)), activation="x")
+        fnn.apply(
+            fnn.init_params(jax.random.key(0), [2, 2]), jnp.ones((1, 2)), activation="x"
+        )
 
 
 def test_activation_object_passes_through():

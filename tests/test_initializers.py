@@ -39,7 +39,8 @@ def test_empirical_variance_matches_target(name):
 
 
 @pytest.mark.parametrize(
-    ("distribution", "bound"), [("uniform", math.sqrt(3)), ("truncated_normal", 2 / 0.8796)]
+    ("distribution", "bound"),
+    [("uniform", math.sqrt(3)), ("truncated_normal", 2 / 0.8796)],
 )
 def test_variance_scaling_distributions(distribution, bound):
     """Var = scale/fan for every distribution; uniform and truncated are bounded."""
@@ -108,8 +109,12 @@ def test_zeros_breaks_no_symmetry():
 
 @pytest.mark.parametrize(
     ("sizes", "match"),
-    [([5], "at least an input and an output"), ([5, 0, 2], r"sizes\[1\]"),
-     ([5, -3], r"sizes\[1\]"), ([5, 2.5], r"sizes\[1\]")],
+    [
+        ([5], "at least an input and an output"),
+        ([5, 0, 2], r"sizes\[1\]"),
+        ([5, -3], r"sizes\[1\]"),
+        ([5, 2.5], r"sizes\[1\]"),
+    ],
 )
 def test_bad_sizes(sizes, match):
     with pytest.raises(ValueError, match=match):
@@ -117,7 +122,9 @@ def test_bad_sizes(sizes, match):
 
 
 def test_unknown_scheme_lists_names():
-    with pytest.raises(ValueError, match="unknown init scheme 'hee'.*he_normal.*orthogonal"):
+    with pytest.raises(
+        ValueError, match="unknown init scheme 'hee'.*he_normal.*orthogonal"
+    ):
         fnn.init_params(jax.random.key(0), [2, 2], "hee")
     with pytest.raises(ValueError, match="mode"):
         initializers.variance_scaling(1.0, "fan_sum")

@@ -49,7 +49,9 @@ def test_grad_equals_autodiff(name, kwargs, masked):
             Y = Y / Y.sum(axis=1, keepdims=True)
         mask = jnp.asarray([1, 1, 0, 1, 0, 1, 1], bool) if masked else None
         expected = jax.grad(loss.fn)(out, Y, mask)
-        np.testing.assert_allclose(jax.jit(loss.grad)(out, Y, mask), expected, rtol=1e-12)
+        np.testing.assert_allclose(
+            jax.jit(loss.grad)(out, Y, mask), expected, rtol=1e-12
+        )
 
 
 def test_fused_errors_are_the_seed_formula():
@@ -60,7 +62,9 @@ def test_fused_errors_are_the_seed_formula():
         labels = jnp.asarray([2, 0])
         E = np.eye(3)[[2, 0]]
         S = np.exp(np.asarray(Z)) / np.exp(np.asarray(Z)).sum(1, keepdims=True)
-        np.testing.assert_allclose(losses.cross_entropy().grad(Z, E), (S - E) / 2, rtol=1e-13)
+        np.testing.assert_allclose(
+            losses.cross_entropy().grad(Z, E), (S - E) / 2, rtol=1e-13
+        )
         z, t = Z[:, :1], jnp.asarray([[1.0], [0.0]])
         np.testing.assert_allclose(
             losses.bce().grad(z, t), (_sigmoid(np.asarray(z)) - t) / 2, rtol=1e-13
@@ -84,8 +88,13 @@ def test_stable_at_huge_logits_in_float32():
     assert bool(jnp.all(jnp.isfinite(b.grad(Z, Yb))))
     params = [{"W": jnp.asarray([[1e4, -1e4]], jnp.float32), "b": jnp.zeros(2)}]
     x = jnp.ones((1, 1), jnp.float32)
-    for name, y in (("cross_entropy", jnp.asarray([1])), ("bce", jnp.asarray([[0.0, 1.0]]))):
-        J, grads = jax.jit(lambda p, name=name, y=y: fnn.backprop(p, x, y, loss=name))(params)
+    for name, y in (
+        ("cross_entropy", jnp.asarray([1])),
+        ("bce", jnp.asarray([[0.0, 1.0]])),
+    ):
+        J, grads = jax.jit(lambda p, name=name, y=y: fnn.backprop(p, x, y, loss=name))(
+            params
+        )
         assert bool(jnp.isfinite(J)) and float(J) > 1e3
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
@@ -125,7 +134,12 @@ def test_penalty_on_weights_only():
 @pytest.mark.parametrize(
     ("loss", "out_shape", "y", "match"),
     [
-        ("cross_entropy", (4, 3), jnp.zeros((4, 1), jnp.int32), r"integer labels.*\(4,\)"),
+        (
+            "cross_entropy",
+            (4, 3),
+            jnp.zeros((4, 1), jnp.int32),
+            r"integer labels.*\(4,\)",
+        ),
         ("cross_entropy", (4, 3), jnp.zeros((4, 2)), r"\(4, 3\)"),
         ("cross_entropy", (4, 3), jnp.asarray([0, 1, 3, 2]), r"\[0, 3\)"),
         ("cross_entropy", (4, 3), jnp.asarray([0, -1, 0, 2]), r"\[0, 3\)"),

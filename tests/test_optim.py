@@ -443,11 +443,6 @@ def test_mismatched_trees_raise(name, getkey):
         opt.init([{"W": params[0]["W"], "b": jnp.zeros(4, jnp.int32)}])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fnn._tree.first_structure_mismatch reports [0] (the first identical "
-    "child) instead of [1]: its walk returns keystr(path) after matching children",
-)
 def test_mismatch_message_names_the_differing_key_path(getkey):
     opt = optim.adam(0.1)
     params = _mlp_params(getkey)

@@ -36,7 +36,7 @@ def check(schedule, reference, steps=STEPS, rtol=1e-5, atol=1e-7):
     )
 
 
-# --- seed 000, section 6: the three decay laws by epoch ------------------------
+# --- seed 000, section 6: the three decay laws by epoch ---------------------------
 
 
 @pytest.mark.parametrize("spe", [1, 7])
@@ -71,7 +71,7 @@ def test_decay_laws_are_constant_within_an_epoch():
     np.testing.assert_array_equal(lr[20:], 0.25)
 
 
-# --- seed 003 ------------------------------------------------------------------
+# --- seed 003 ---------------------------------------------------------------------
 
 
 def test_constant_schedule():
@@ -233,7 +233,7 @@ def test_bad_value_appears_in_message():
         schedules.exponential_decay(0.1, -3.0)
 
 
-# --- reduce on plateau ---------------------------------------------------------
+# --- reduce on plateau ------------------------------------------------------------
 
 
 def _reference_plateau(values, factor, patience, min_delta, rtol, cooldown):
