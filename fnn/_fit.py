@@ -170,7 +170,12 @@ def _accuracy(loss_obj, out, Y):
         return jnp.mean(jnp.argmax(out, -1) == jnp.argmax(Y, -1))
     if loss_obj.fused_output == "sigmoid":
         return jnp.mean((out > 0) == (Y > 0.5))
-    return jnp.full((), jnp.nan)
+    return -jnp.ones((), out.dtype)  # no accuracy: reported as NaN on the host
+
+
+def _nan_if_negative(value) -> float:
+    value = float(value)
+    return math.nan if value < 0 else value
 
 
 def _tree_where(pred, new, old):
@@ -228,7 +233,7 @@ def evaluate(
     Y = _losses.targets(loss_obj, out, y)
     return {
         "loss": float(loss_obj.fn(out, Y)),
-        "accuracy": float(_accuracy(loss_obj, out, Y)),
+        "accuracy": _nan_if_negative(_accuracy(loss_obj, out, Y)),
     }
 
 
@@ -401,9 +406,9 @@ def fit(
         record = {
             "epoch": epoch,
             "train_loss": float(metrics["train_loss"]),
-            "train_accuracy": float(train_acc),
+            "train_accuracy": _nan_if_negative(train_acc),
             "dev_loss": float(dev_loss),
-            "dev_accuracy": float(dev_acc),
+            "dev_accuracy": _nan_if_negative(dev_acc),
             "learning_rate": lr,
             "grad_norm": float(metrics["grad_norm"]),
             "seconds": time.perf_counter() - t0,

@@ -226,6 +226,26 @@ def test_blocks_network_trains_and_keeps_state():
     assert after < 0.7 * before
 
 
+def test_regression_has_no_accuracy():
+    X, _ = _toy(jax.random.key(0))
+    y = jnp.sum(X, axis=1, keepdims=True)
+    params = fnn.init_params(jax.random.key(1), [5, 4, 1])
+    result = fnn.fit(
+        params,
+        optim.sgd(0.01),
+        X,
+        y,
+        key=jax.random.key(2),
+        epochs=2,
+        loss="mse",
+        dev=(X, y),
+        progress=False,
+    )
+    assert np.isnan(result.history["dev_accuracy"]).all()
+    metrics = fnn.evaluate(result.params, X, y, loss="mse")
+    assert np.isnan(metrics["accuracy"]) and metrics["loss"] > 0
+
+
 def test_progress_bar_and_history(capsys):
     X, y = _toy(jax.random.key(0))
     params = fnn.init_params(jax.random.key(1), [5, 4, 3])
