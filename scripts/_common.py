@@ -12,6 +12,7 @@ they are written as CSV and Markdown and printed as Markdown.
 import argparse
 import csv
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,8 +106,8 @@ def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (4.5, 3.5
     """``plt.subplots`` with a grid of ``size`` panels; axes always 2-D."""
     import matplotlib
 
-    if "MPLBACKEND" not in os.environ:
-        matplotlib.use("Agg")
+    if "MPLBACKEND" not in os.environ and "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")  # scripts: no display needed
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(
