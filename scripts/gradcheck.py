@@ -73,7 +73,7 @@ def run(
 ):
     activations = ("sigmoid", "tanh", "relu") if quick else ACTIVATIONS
     losses = ("mse", "cross_entropy") if quick else LOSSES
-    depths = (1, 2) if quick else DEPTHS
+    depths = (2,) if quick else DEPTHS
     rows = []
     with jax.enable_x64(True):
         for i, act in enumerate(activations):
