@@ -1,0 +1,84 @@
+"""Execute every notebook top to bottom with FNN_QUICK=1; check they are stored clean.
+
+The kernel is this interpreter (``sys.executable``), declared in a kernelspec
+written to a temporary ``JUPYTER_PATH``, so the notebooks see the same
+environment as the tests without installing a kernel for the user.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+KERNEL = "fnn-tests"
+
+
+def test_there_are_seven_notebooks():
+    assert len(NOTEBOOKS) == 7, [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_stored_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{path.name}: cell {i} has outputs"
+            assert cell.execution_count is None, f"{path.name}: cell {i} was run"
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory, monkeypatch_module=None):
+    spec_dir = tmp_path_factory.mktemp("jupyter")
+    kdir = spec_dir / "kernels" / KERNEL
+    kdir.mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "fnn tests",
+        "language": "python",
+    }
+    (kdir / "kernel.json").write_text(json.dumps(spec))
+    env = {
+        "JUPYTER_PATH": str(spec_dir),
+        "FNN_QUICK": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": os.pathsep.join(
+            [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        ),
+    }
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_quick(path, kernel_env):
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=120,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute()  # raises CellExecutionError if a cell raises
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
+    assert not errors
