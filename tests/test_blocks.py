@@ -13,7 +13,9 @@ from fnn import nn
 def _rel_err(a, b):
     a = jax.flatten_util.ravel_pytree(a)[0]
     b = jax.flatten_util.ravel_pytree(b)[0]
-    return float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-300))
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
 def check_vjp(block, in_shape, m=6, seed=0, train=True, perturb=True):
