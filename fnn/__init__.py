@@ -18,6 +18,10 @@ from . import losses as losses
 from . import nn as nn
 from . import optim as optim
 from . import schedules as schedules
+from ._fit import FitResult as FitResult
+from ._fit import NonFiniteError as NonFiniteError
+from ._fit import evaluate as evaluate
+from ._fit import fit as fit
 from ._gradcheck import GradientComparison as GradientComparison
 from ._gradcheck import compare_gradients as compare_gradients
 from ._gradcheck import grad_check as grad_check

@@ -1,0 +1,441 @@
+"""The training loop: epochs of mini-batch gradient descent, one compiled call each.
+
+Seed 000 §2 "Learning algorithm" and seed 001 "SGD algorithm": initialise θ;
+for each epoch take a fresh random order of the training set, cut it into
+mini-batches without replacement, and for each batch compute the loss and its
+gradient and update θ; watch the dev loss and stop early when it no longer
+improves (seed 000 §6 "Early stopping", seed 001 "Optimization algorithms").
+
+Design, invariants:
+  * one epoch is one jitted call: ``lax.scan`` over the epoch's mini-batches,
+    parameters, optimizer state and block state donated (no per-step Python);
+  * the gradient is ``jax.grad`` of the loss (``grad="autodiff"``) or fnn's
+    manual backpropagation (``grad="manual"``); both see the same batches and
+    dropout masks, so they train the same model;
+  * randomness: ``key`` is split into a shuffling key and a dropout key; epoch e
+    uses ``fold_in(·, e)`` and step s of it ``fold_in(·, s)``, so a run resumed at
+    epoch e continues exactly as the uninterrupted run;
+  * a batch size that does not divide the data gives a padded last batch whose
+    padding is masked out of the loss: every example counts once per epoch
+    (``drop_remainder=True`` drops the remainder instead);
+  * a non-finite loss or gradient stops the step from being applied: the epoch
+    finishes with the last finite parameters and :class:`NonFiniteError` names
+    the epoch and step and carries those parameters and optimizer state.
+"""
+
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import losses as _losses
+from . import nn as _nn
+from . import optim as _optim
+from ._mlp import apply as _mlp_apply
+from ._mlp import backprop as _backprop
+from ._mlp import loss as _mlp_loss
+from .data import epoch_batches
+
+HISTORY_KEYS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "dev_loss",
+    "dev_accuracy",
+    "learning_rate",
+    "grad_norm",
+    "seconds",
+)
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: the trained parameters (the best dev-loss ones with ``patience``).
+      opt_state: the optimizer state after the last epoch run.
+      state: block state (running statistics), ``None`` for an MLP.
+      history: ``{name: [one value per epoch]}`` for the names in
+        ``HISTORY_KEYS`` (accuracies are NaN for regression, dev values NaN
+        without ``dev``).
+      best_epoch: the epoch with the lowest dev loss (``None`` without ``dev``).
+      stopped_early: whether early stopping or the callback ended training.
+    """
+
+    params: Any
+    opt_state: Any
+    state: Any
+    history: dict[str, list[float]]
+    best_epoch: int | None
+    stopped_early: bool
+
+
+class NonFiniteError(FloatingPointError):
+    """A non-finite loss or gradient during training.
+
+    Attributes:
+      epoch, step: where it happened (0-based; step within the epoch).
+      params, opt_state, state: the last finite values, before that step.
+      history: the history of the epochs completed before.
+    """
+
+    def __init__(self, epoch, step, params, opt_state, state, history):
+        super().__init__(
+            f"non-finite loss or gradient at epoch {epoch}, step {step}: training "
+            "stopped; the last finite parameters and optimizer state are in this "
+            "error's .params and .opt_state."
+        )
+        self.epoch, self.step = epoch, step
+        self.params, self.opt_state, self.state = params, opt_state, state
+        self.history = history
+
+
+class _Model(NamedTuple):
+    """The three functions fit needs, for an MLP or a list of blocks."""
+
+    loss_and_grad: Callable  # (params, state, x, y, mask, key) -> (J, grads, state)
+    outputs: Callable  # (params, state, x) -> network output, evaluation mode
+
+
+def _make_model(blocks, grad, loss_obj, kw) -> _Model:
+    l1, l2 = kw["l1"], kw["l2"]
+    if blocks is None:
+        mlp = dict(
+            activation=kw["activation"],
+            loss=loss_obj,
+            output=kw["output"],
+            l1=l1,
+            l2=l2,
+            drop_rate=kw["drop_rate"],
+        )
+
+        def loss_and_grad(params, state, x, y, mask, key):
+            if grad == "manual":
+                J, g = _backprop(params, x, y, key=key, train=True, mask=mask, **mlp)
+            else:
+                J, g = jax.value_and_grad(_mlp_loss)(
+                    params, x, y, key=key, train=True, mask=mask, **mlp
+                )
+            return J, g, state
+
+        def outputs(params, state, x):
+            last = "identity" if loss_obj.fused_output else (kw["output"] or "identity")
+            return _mlp_apply(params, x, activation=kw["activation"], output=last)
+
+        return _Model(loss_and_grad, outputs)
+
+    def loss_and_grad(params, state, x, y, mask, key):
+        if grad == "manual":
+            (J, state), g = _nn.loss_and_grad(
+                blocks,
+                params,
+                x,
+                y,
+                loss_obj,
+                state=state,
+                key=key,
+                train=True,
+                mask=mask,
+                l1=l1,
+                l2=l2,
+            )
+            return J, g, state
+
+        def objective(p):
+            out, new_state, _ = _nn.forward(
+                blocks, p, x, state=state, key=key, train=True
+            )
+            Y = _losses.targets(loss_obj, out, y)
+            return loss_obj.fn(out, Y, mask) + _losses.weight_penalty(
+                p, l1, l2
+            ), new_state
+
+        (J, state), g = jax.value_and_grad(objective, has_aux=True)(params)
+        return J, g, state
+
+    def outputs(params, state, x):
+        return _nn.forward(blocks, params, x, state=state, train=False)[0]
+
+    return _Model(loss_and_grad, outputs)
+
+
+def _accuracy(loss_obj, out, Y):
+    """Fraction of correct predictions: argmax for softmax outputs, threshold 1/2
+    (logit 0) for sigmoid outputs; NaN for regression losses."""
+    if loss_obj.fused_output == "softmax":
+        return jnp.mean(jnp.argmax(out, -1) == jnp.argmax(Y, -1))
+    if loss_obj.fused_output == "sigmoid":
+        return jnp.mean((out > 0) == (Y > 0.5))
+    return jnp.full((), jnp.nan)
+
+
+def _tree_where(pred, new, old):
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+
+
+def _progress_line(epoch, epochs, record, elapsed, initial_epoch):
+    done = epoch + 1 - initial_epoch
+    left = epochs - epoch - 1
+    eta = elapsed / done * left
+    width = 24
+    filled = int(width * (epoch + 1) / epochs)
+    bar = "=" * filled + ">" * (filled < width) + " " * (width - filled - 1)
+    parts = [
+        f"epoch {epoch + 1}/{epochs} [{bar[:width]}]",
+        f"loss {record['train_loss']:.4f}",
+    ]
+    if not math.isnan(record["dev_loss"]):
+        parts.append(f"dev {record['dev_loss']:.4f}")
+    if not math.isnan(record["dev_accuracy"]):
+        parts.append(f"dev acc {100 * record['dev_accuracy']:.2f}%")
+    parts.append(f"{elapsed:.1f}s, ETA {eta:.1f}s")
+    return "  ".join(parts).ljust(110)
+
+
+def evaluate(
+    params: Any,
+    X: jax.Array,
+    y: Any,
+    *,
+    activation="relu",
+    loss="cross_entropy",
+    output=None,
+    blocks: Sequence[_nn.Block] | None = None,
+    state: Any = None,
+) -> dict[str, float]:
+    """Loss and accuracy of a model on ``(X, y)`` in evaluation mode.
+
+    Args:
+      params: MLP parameters, or block parameters with ``blocks``.
+      X: ``(m, ...)`` inputs; y: targets as for :func:`fnn.loss`.
+      activation, loss, output: as for :func:`fnn.loss` (MLP only).
+      blocks, state: a block network and its state instead of the MLP.
+
+    Returns:
+      ``{"loss": data loss without penalty, "accuracy": fraction correct, NaN
+      for regression losses}``.
+    """
+    loss_obj = _losses.get(loss)
+    kw = dict(activation=activation, output=output, l1=0.0, l2=0.0, drop_rate=0.0)
+    model = _make_model(
+        None if blocks is None else list(blocks), "autodiff", loss_obj, kw
+    )
+    out = jax.jit(model.outputs)(params, state, jnp.asarray(X))
+    Y = _losses.targets(loss_obj, out, y)
+    return {
+        "loss": float(loss_obj.fn(out, Y)),
+        "accuracy": float(_accuracy(loss_obj, out, Y)),
+    }
+
+
+def fit(
+    params: Any,
+    optimizer: _optim.Optimizer,
+    X: jax.Array,
+    y: Any,
+    *,
+    key: jax.Array,
+    epochs: int = 10,
+    batch_size: int = 32,
+    drop_remainder: bool = False,
+    dev: tuple[jax.Array, Any] | None = None,
+    activation="relu",
+    loss="cross_entropy",
+    output=None,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    drop_rate: "float | Sequence[float]" = 0.0,
+    blocks: Sequence[_nn.Block] | None = None,
+    state: Any = None,
+    grad: str = "autodiff",
+    patience: int | None = None,
+    opt_state: Any = None,
+    initial_epoch: int = 0,
+    progress: bool | None = None,
+    callback: Callable[[dict, Any, Any], bool | None] | None = None,
+) -> FitResult:
+    """Train by mini-batch gradient descent, one compiled ``lax.scan`` per epoch.
+
+    Args:
+      params: initial parameters: an MLP's ``[{"W", "b"}, ...]`` or, with
+        ``blocks``, the block parameter list. Not modified (fit works on a copy).
+      optimizer: an :class:`fnn.optim.Optimizer`.
+      X: training inputs ``(n, ...)``; y: training targets, ``(n,)`` integer
+        labels or ``(n, k)`` rows.
+      key: root PRNG key for shuffling and dropout.
+      epochs: train until this epoch count (epochs ``initial_epoch .. epochs-1``).
+      batch_size: examples per mini-batch.
+      drop_remainder: drop the last partial batch instead of masking its padding.
+      dev: ``(X_dev, y_dev)`` evaluated after every epoch (loss, accuracy) and
+        monitored by early stopping.
+      activation, loss, output, l1, l2, drop_rate: the objective, as for
+        :func:`fnn.loss` (``activation``, ``output`` and ``drop_rate`` apply to
+        the MLP only; put Dropout blocks in ``blocks`` instead).
+      blocks, state: a list of :mod:`fnn.nn` blocks and their state (running
+        statistics), to train a block network instead of the MLP.
+      grad: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (fnn's backprop).
+      patience: stop after this many epochs without a lower dev loss and return
+        the parameters of the best epoch (needs ``dev``).
+      opt_state: optimizer state to resume from (default ``optimizer.init``).
+      initial_epoch: the epoch to resume at (with ``opt_state``).
+      progress: show a progress bar on stderr; default: when stderr is a terminal.
+      callback: ``callback(record, params, opt_state)`` after every epoch, with
+        ``record`` the epoch's history entry; returning ``True`` stops training.
+
+    Returns:
+      A :class:`FitResult`.
+
+    Raises:
+      ValueError: bad arguments (shapes, sizes, names), named.
+      NonFiniteError: a non-finite loss or gradient; it carries the epoch, the
+        step and the last finite parameters and optimizer state.
+    """
+    if grad not in ("autodiff", "manual"):
+        raise ValueError(f"grad must be 'autodiff' or 'manual', got {grad!r}.")
+    X = jnp.asarray(X)
+    y = jnp.asarray(y)
+    n = X.shape[0] if X.ndim else 0
+    if n == 0 or y.shape[:1] != (n,):
+        raise ValueError(
+            f"X and y must have the same positive number of rows, got X {X.shape} "
+            f"and y {y.shape}."
+        )
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if not 0 <= initial_epoch <= epochs:
+        raise ValueError(
+            f"initial_epoch must be in [0, epochs={epochs}], got {initial_epoch}."
+        )
+    if patience is not None and dev is None:
+        raise ValueError("patience (early stopping) needs a dev set: pass dev=(X, y).")
+    loss_obj = _losses.get(loss)
+    blocks = None if blocks is None else list(blocks)
+    if blocks is not None and state is None:
+        state = [{}] * len(blocks)
+    kw = dict(activation=activation, output=output, l1=l1, l2=l2, drop_rate=drop_rate)
+    model = _make_model(blocks, grad, loss_obj, kw)
+    padded = not drop_remainder and n % batch_size != 0
+    key_shuffle, key_dropout = jax.random.split(key)
+
+    def epoch_fn(params, opt_state, state, epoch, X, y):
+        idx, mask = epoch_batches(
+            jax.random.fold_in(key_shuffle, epoch), n, batch_size, drop_remainder
+        )
+        key_epoch = jax.random.fold_in(key_dropout, epoch)
+
+        def step(carry, batch):
+            params, opt_state, state, bad = carry
+            s, idx_b, mask_b = batch
+            J, g, new_state = model.loss_and_grad(
+                params,
+                state,
+                X[idx_b],
+                y[idx_b],
+                mask_b if padded else None,
+                jax.random.fold_in(key_epoch, s),
+            )
+            g_norm = _optim.global_norm(g)
+            updates, new_opt_state = optimizer.update(g, opt_state, params)
+            new_params = _optim.apply_updates(params, updates)
+            ok = jnp.isfinite(J) & jnp.isfinite(g_norm) & (bad < 0)
+            bad = jnp.where((bad < 0) & ~ok, s, bad)
+            carry = _tree_where(
+                ok, (new_params, new_opt_state, new_state), (params, opt_state, state)
+            )
+            return (*carry, bad), (J, g_norm, ok)
+
+        steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
+        init = (params, opt_state, state, jnp.asarray(-1, jnp.int32))
+        (params, opt_state, state, bad), (J, g_norm, ok) = jax.lax.scan(
+            step, init, (steps, idx, mask)
+        )
+        count = jnp.maximum(jnp.sum(ok), 1).astype(J.dtype)
+        metrics = {
+            "train_loss": jnp.sum(jnp.where(ok, J, 0)) / count,
+            "grad_norm": jnp.sum(jnp.where(ok, g_norm, 0)) / count,
+        }
+        return params, opt_state, state, bad, metrics
+
+    run_epoch = jax.jit(epoch_fn, donate_argnums=(0, 1, 2))
+
+    @jax.jit
+    def eval_fn(params, state, X, y):
+        out = model.outputs(params, state, X)
+        Y = _losses.targets(loss_obj, out, y)
+        return loss_obj.fn(out, Y), _accuracy(loss_obj, out, Y)
+
+    copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
+    params = copy(params)
+    opt_state = optimizer.init(params) if opt_state is None else copy(opt_state)
+    state = copy(state)
+    if dev is not None:
+        X_dev, y_dev = jnp.asarray(dev[0]), jnp.asarray(dev[1])
+    show = sys.stderr.isatty() if progress is None else progress
+    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
+    best_loss, best_epoch, best_params, stopped_early = math.inf, None, None, False
+    wait, start = 0, time.perf_counter()
+
+    for epoch in range(initial_epoch, epochs):
+        t0 = time.perf_counter()
+        params, opt_state, state, bad, metrics = run_epoch(
+            params, opt_state, state, jnp.asarray(epoch, jnp.int32), X, y
+        )
+        bad = int(bad)
+        if bad >= 0:
+            if show:
+                print(file=sys.stderr)
+            raise NonFiniteError(epoch, bad, params, opt_state, state, history)
+        train_loss, train_acc = eval_fn(params, state, X, y)
+        dev_loss, dev_acc = (
+            eval_fn(params, state, X_dev, y_dev) if dev else (math.nan,) * 2
+        )
+        try:
+            lr = float(_optim.current_learning_rate(opt_state))
+        except ValueError:
+            lr = math.nan
+        record = {
+            "epoch": epoch,
+            "train_loss": float(metrics["train_loss"]),
+            "train_accuracy": float(train_acc),
+            "dev_loss": float(dev_loss),
+            "dev_accuracy": float(dev_acc),
+            "learning_rate": lr,
+            "grad_norm": float(metrics["grad_norm"]),
+            "seconds": time.perf_counter() - t0,
+        }
+        for k in HISTORY_KEYS:
+            history[k].append(record[k])
+        if show:
+            line = _progress_line(
+                epoch, epochs, record, time.perf_counter() - start, initial_epoch
+            )
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        if dev is not None and record["dev_loss"] < best_loss:
+            best_loss, best_epoch, wait = record["dev_loss"], epoch, 0
+            if patience is not None:
+                best_params = copy(params)
+        elif dev is not None:
+            wait += 1
+        if callback is not None and callback(record, params, opt_state):
+            stopped_early = True
+            break
+        if patience is not None and wait >= patience:
+            stopped_early = True
+            break
+    if show:
+        print(file=sys.stderr)
+    if best_params is not None:
+        params = best_params
+    return FitResult(
+        params,
+        opt_state,
+        None if blocks is None else state,
+        history,
+        best_epoch,
+        stopped_early,
+    )
