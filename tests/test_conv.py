@@ -197,9 +197,10 @@ def test_cnn_versus_mlp_on_digits():
     """Conv(16,3,SAME)-relu-MaxPool(2)-Flatten-Dense(64)-Dense(10) against
     Dense(64)-Dense(10), same optimizer (Adam 1e-3), 30 epochs, 80/20 split.
 
-    Measured: the CNN reaches about 98-99% test accuracy, the MLP about 96-97%;
-    the test asserts that the CNN is not worse than the MLP by more than one point
-    and that both exceed 93%.
+    Measured once (split and init of seed 0, CPU): CNN 98.1% test accuracy, MLP
+    97.8%, so the CNN is ahead by about 0.3 points (1 of 360 test images) on this
+    small set. The test asserts that the CNN is not worse than the MLP by more
+    than one point and that both exceed 93%.
     """
     (X, y), (X_test, y_test) = _digits()
     p_cnn, _ = _train(cnn(), (8, 8, 1), X, y, epochs=30)
