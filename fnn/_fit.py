@@ -181,12 +181,13 @@ def _cast_floats(tree, dtype):
 
 
 def _float32_loss(loss_obj):
-    """The same loss evaluated in float32 on low-precision outputs; its gradient
-    ∂J/∂out is handed back to the network in the outputs' dtype."""
+    """The same loss evaluated in float32 on low-precision outputs; its value
+    (rounded once, at the end) and its gradient ∂J/∂out are handed back in the
+    outputs' dtype, the dtype the rest of the low-precision step works in."""
     f32 = jnp.float32
 
     def fn(out, Y, mask=None):
-        return loss_obj.fn(out.astype(f32), Y.astype(f32), mask)
+        return loss_obj.fn(out.astype(f32), Y.astype(f32), mask).astype(out.dtype)
 
     def grad(out, Y, mask=None):
         return loss_obj.grad(out.astype(f32), Y.astype(f32), mask).astype(out.dtype)
@@ -208,6 +209,7 @@ def _mixed_precision(loss_and_grad, dtype, l1, l2):
             mask,
             key,
         )
+        J = J.astype(jnp.float32)
         g = jax.tree.map(lambda g_i, p: g_i.astype(p.dtype), g, params)
         new_state = jax.tree.map(lambda s, s0: s.astype(s0.dtype), new_state, state)
         if l1 or l2:
@@ -351,9 +353,11 @@ def fit(
       compute_dtype: e.g. ``jnp.bfloat16`` for mixed precision: the forward and
         backward pass of each step run in this dtype on down-cast copies of the
         parameters and inputs, the gradients are cast back to the parameters'
-        dtype before the optimizer; the loss (and its gradient at the output,
-        and the penalty) is computed in float32. ``None``: everything in the
-        parameters' dtype.
+        dtype before the optimizer; the loss and its gradient at the output are
+        computed in float32 from the low-precision output (the loss value is
+        rounded to ``compute_dtype`` once, so ``train_loss`` carries its ~3
+        significant digits), the penalty in the parameters' dtype. ``None``:
+        everything in the parameters' dtype.
 
     Returns:
       A :class:`FitResult`.
