@@ -28,7 +28,8 @@ Design, invariants:
     :mod:`fnn.parallel`);
   * mixed precision (``compute_dtype``): parameters, optimizer state and
     updates stay in their own dtype; only the step's forward and backward run
-    in ``compute_dtype``, the loss and the penalty are evaluated in float32.
+    in ``compute_dtype``; the loss is evaluated in float32, the penalty in the
+    parameters' dtype.
 """
 
 import math
@@ -230,10 +231,6 @@ def _accuracy(loss_obj, out, Y):
     return jnp.full((), jnp.nan)
 
 
-def _tree_where(pred, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
 def _progress_line(epoch, epochs, record, elapsed, initial_epoch):
     done = epoch + 1 - initial_epoch
     left = epochs - epoch - 1
@@ -387,10 +384,9 @@ def fit(
     if patience is not None and dev is None:
         raise ValueError("patience (early stopping) needs a dev set: pass dev=(X, y).")
     if mesh is not None:
-        if "data" not in mesh.axis_names:
-            raise ValueError(
-                f"mesh must have a 'data' axis, got axes {mesh.axis_names}."
-            )
+        axes = getattr(mesh, "axis_names", type(mesh).__name__)
+        if not isinstance(mesh, jax.sharding.Mesh) or "data" not in axes:
+            raise ValueError(f"mesh must be a Mesh with a 'data' axis, got {axes}.")
         n_dev = mesh.shape["data"]
         if batch_size % n_dev:
             raise ValueError(
@@ -438,12 +434,18 @@ def fit(
                 jax.random.fold_in(key_epoch, s),
             )
             g_norm = _optim.global_norm(g)
-            updates, new_opt_state = optimizer.update(g, opt_state, params)
-            new_params = _optim.apply_updates(params, updates)
             ok = jnp.isfinite(J) & jnp.isfinite(g_norm) & (bad < 0)
             bad = jnp.where((bad < 0) & ~ok, s, bad)
-            carry = _tree_where(
-                ok, (new_params, new_opt_state, new_state), (params, opt_state, state)
+
+            def update(operands):
+                g, params, opt_state, _, new_state = operands
+                updates, opt_state = optimizer.update(g, opt_state, params)
+                return _optim.apply_updates(params, updates), opt_state, new_state
+
+            # A branch rather than a select of old and new values: the update
+            # then happens in place (a select costs ~15% of a small step on CPU).
+            carry = jax.lax.cond(
+                ok, update, lambda op: op[1:4], (g, params, opt_state, state, new_state)
             )
             return (*carry, bad), (J, g_norm, ok)
 
