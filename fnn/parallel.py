@@ -61,6 +61,9 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
     Raises:
       ValueError: an empty device list.
+
+    References: JAX documentation, "Distributed arrays and automatic
+    parallelization" (``Mesh``, ``NamedSharding``).
     """
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
@@ -85,6 +88,9 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     Returns:
       The same pytree, each leaf a ``jax.Array`` with sharding
       ``NamedSharding(mesh, PartitionSpec())``.
+
+    References: JAX documentation, "Distributed arrays and automatic
+    parallelization" (a ``PartitionSpec()`` with no axis is full replication).
     """
     _check_mesh(mesh)
     return jax.device_put(tree, NamedSharding(mesh, P()))
@@ -105,6 +111,9 @@ def shard_batch(x: Any, mesh: Mesh) -> Any:
     Raises:
       ValueError: a leaf without a batch axis, or ``m`` not a multiple of ``D``
         (naming both numbers).
+
+    References: seed 001, "SGD algorithm" (the mini-batch gradient is a mean
+    over examples, so it is the mean of the per-slice means for equal slices).
     """
     _check_mesh(mesh)
     n_dev = mesh.shape["data"]
