@@ -17,6 +17,7 @@ from . import initializers as initializers
 from . import losses as losses
 from . import nn as nn
 from . import optim as optim
+from . import parallel as parallel
 from . import rbf as rbf
 from . import schedules as schedules
 from ._fit import FitResult as FitResult

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -494,7 +495,7 @@ def fit(
     for epoch in range(initial_epoch, epochs):
         t0 = time.perf_counter()
         params, opt_state, state, bad, metrics = run_epoch(
-            params, opt_state, state, jnp.asarray(epoch, jnp.int32), X, y
+            params, opt_state, state, np.int32(epoch), X, y
         )
         bad = int(bad)
         if bad >= 0:

@@ -257,7 +257,7 @@ def weight_penalty(params: Any, l1: float = 0.0, l2: float = 0.0) -> jax.Array:
         for path, W in jax.tree_util.tree_flatten_with_path(params)[0]
         if _is_weight(path)
     ]
-    total = jnp.zeros((), weights[0].dtype if weights else jnp.float32)
+    total = jnp.asarray(0.0)  # weakly typed: adds to a loss of any float dtype
     for W in weights:  # terms with a weight of exactly 0 are not even computed
         if not _is_zero(l1):
             total = total + l1 * jnp.sum(jnp.abs(W))
