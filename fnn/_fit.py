@@ -183,13 +183,13 @@ def _cast_floats(tree, dtype):
 
 
 def _float32_loss(loss_obj):
-    """The same loss evaluated in float32 on low-precision outputs; its value
-    (rounded once, at the end) and its gradient ∂J/∂out are handed back in the
-    outputs' dtype, the dtype the rest of the low-precision step works in."""
+    """The same loss evaluated in float32 on low-precision outputs: its value
+    stays float32, its gradient ∂J/∂out is handed back in the outputs' dtype,
+    the dtype the rest of the low-precision step works in."""
     f32 = jnp.float32
 
     def fn(out, Y, mask=None):
-        return loss_obj.fn(out.astype(f32), Y.astype(f32), mask).astype(out.dtype)
+        return loss_obj.fn(out.astype(f32), Y.astype(f32), mask)
 
     def grad(out, Y, mask=None):
         return loss_obj.grad(out.astype(f32), Y.astype(f32), mask).astype(out.dtype)
@@ -357,9 +357,8 @@ def fit(
         backward pass of each step run in this dtype on down-cast copies of the
         parameters and inputs, the gradients are cast back to the parameters'
         dtype before the optimizer; the loss and its gradient at the output are
-        computed in float32 from the low-precision output (the loss value is
-        rounded to ``compute_dtype`` once, so ``train_loss`` carries its ~3
-        significant digits), the penalty in the parameters' dtype. ``None``:
+        computed in float32 from the low-precision output, the penalty in the
+        parameters' dtype. ``None``:
         everything in the parameters' dtype.
 
     Returns:
