@@ -419,6 +419,13 @@ def fit(
     else:
         shard = lambda a: a  # noqa: E731
     padded = not drop_remainder and n % batch_size != 0
+    if padded and jax.tree.leaves(state):
+        raise ValueError(
+            f"{n} examples do not split into batches of {batch_size}, and the last "
+            "batch would be padded: the padding is masked out of the loss but not "
+            "out of the batch statistics of blocks with state (BatchNorm). Pass "
+            "drop_remainder=True or a batch size that divides the data."
+        )
     key_shuffle, key_dropout = jax.random.split(key)
 
     def epoch_fn(params, opt_state, state, epoch, X, y):

@@ -246,6 +246,27 @@ def test_regression_has_no_accuracy():
     assert np.isnan(metrics["accuracy"]) and metrics["loss"] > 0
 
 
+def test_padded_batches_refused_with_batch_statistics():
+    """BatchNorm's batch statistics would include a padded batch's filler rows."""
+    X, y = _toy(jax.random.key(0), n=40)
+    blocks = [
+        fnn.nn.Dense(8),
+        fnn.nn.BatchNorm(),
+        fnn.nn.Activation("relu"),
+        fnn.nn.Dense(3),
+    ]
+    params, state = fnn.nn.init(jax.random.key(1), blocks, (5,))
+    kw = dict(
+        key=jax.random.key(2), epochs=1, blocks=blocks, state=state, progress=False
+    )
+    with pytest.raises(ValueError, match="40 examples do not split into batches of 16"):
+        fnn.fit(params, optim.sgd(0.1), X, y, batch_size=16, **kw)
+    result = fnn.fit(
+        params, optim.sgd(0.1), X, y, batch_size=16, drop_remainder=True, **kw
+    )
+    assert result.history["epoch"] == [0]
+
+
 def test_progress_bar_and_history(capsys):
     X, y = _toy(jax.random.key(0))
     params = fnn.init_params(jax.random.key(1), [5, 4, 3])
