@@ -140,10 +140,9 @@ def reference_loss(params, x, y):
     return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
 
-def reference_step(carry, x, y, b1=0.9, b2=0.999, eps=1e-8):
-    """jax.value_and_grad of :func:`reference_loss` and Adam written inline."""
-    params, (t, m, v) = carry
-    J, g = jax.value_and_grad(reference_loss)(params, x, y)
+def _inline_adam(params, adam_state, g, b1, b2, eps):
+    """Bias-corrected Adam written inline: the reference's optimizer."""
+    t, m, v = adam_state
     t = t + 1
     tf = t.astype(jnp.float32)
     m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, m, g)
@@ -155,7 +154,14 @@ def reference_step(carry, x, y, b1=0.9, b2=0.999, eps=1e-8):
         m,
         v,
     )
-    return (params, (t, m, v)), J
+    return params, (t, m, v)
+
+
+def reference_step(carry, x, y, b1=0.9, b2=0.999, eps=1e-8):
+    """jax.value_and_grad of :func:`reference_loss` and Adam written inline."""
+    params, (t, m, v) = carry
+    J, g = jax.value_and_grad(reference_loss)(params, x, y)
+    return _inline_adam(params, (t, m, v), g, b1, b2, eps), J
 
 
 def reference_init(params):
@@ -182,18 +188,7 @@ def manual_trimmed_step(carry, x, y, b1=0.9, b2=0.999, eps=1e-8):
         g[i] = {"W": As[i].T @ dZ, "b": jnp.sum(dZ, axis=0)}
         if i:
             dZ = jnp.where(Zs[i - 1] > 0, dZ @ params[i]["W"].T, 0.0)
-    t = t + 1
-    tf = t.astype(jnp.float32)
-    m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, m, g)
-    v = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, v, g)
-    c1, c2 = 1 - b1**tf, 1 - b2**tf
-    params = jax.tree.map(
-        lambda p, m, v: p - LEARNING_RATE * (m / c1) / (jnp.sqrt(v / c2) + eps),
-        params,
-        m,
-        v,
-    )
-    return (params, (t, m, v)), J
+    return _inline_adam(params, (t, m, v), g, b1, b2, eps), J
 
 
 def jax_rows(sizes, batch, n_batches, key, analysis=False):

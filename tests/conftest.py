@@ -10,6 +10,8 @@ import itertools
 import jax
 import pytest
 
+import fnn
+
 jax.config.update("jax_debug_nans", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 
@@ -24,3 +26,35 @@ def getkey():
         return jax.random.fold_in(base, next(counter))
 
     return _getkey
+
+
+@pytest.fixture
+def digits_test_accuracy():
+    """Train the reference digits MLP (64-128-10 relu, Adam 1e-3, L2 1e-4, 30
+    epochs of batch 32, manual gradients, standardized inputs, seed 0) and return
+    its test accuracy; keyword arguments are passed on to ``fnn.fit``."""
+
+    def run(**fit_kwargs):
+        data = fnn.datasets.load_digits()
+        keys = fnn.data.run_keys(jax.random.key(0))
+        split = fnn.data.train_dev_test_split(keys.split, data.X, data.y, stratify=True)
+        scaler = fnn.data.fit_standardize(split.X_train)
+        params = fnn.init_params(keys.init, [64, 128, 10])
+        result = fnn.fit(
+            params,
+            fnn.optim.adam(1e-3),
+            scaler.transform(split.X_train),
+            split.y_train,
+            key=keys.shuffle,
+            epochs=30,
+            batch_size=32,
+            dev=(scaler.transform(split.X_dev), split.y_dev),
+            l2=1e-4,
+            grad="manual",
+            progress=False,
+            **fit_kwargs,
+        )
+        X_test = scaler.transform(split.X_test)
+        return fnn.evaluate(result.params, X_test, split.y_test)["accuracy"]
+
+    return run

@@ -332,24 +332,5 @@ def test_dropout_drops_at_rate_and_preserves_expectation():
 
 
 # --- the main job's benchmark: digits -----------------------------------------------
-def test_digits_reaches_97_percent():
-    data = fnn.datasets.load_digits()
-    keys = fnn.data.run_keys(jax.random.key(0))
-    split = fnn.data.train_dev_test_split(keys.split, data.X, data.y, stratify=True)
-    scaler = fnn.data.fit_standardize(split.X_train)
-    params = fnn.init_params(keys.init, [64, 128, 10])
-    result = fnn.fit(
-        params,
-        optim.adam(1e-3),
-        scaler.transform(split.X_train),
-        split.y_train,
-        key=keys.shuffle,
-        epochs=30,
-        batch_size=32,
-        dev=(scaler.transform(split.X_dev), split.y_dev),
-        l2=1e-4,
-        grad="manual",
-        progress=False,
-    )
-    test = fnn.evaluate(result.params, scaler.transform(split.X_test), split.y_test)
-    assert test["accuracy"] >= 0.97
+def test_digits_reaches_97_percent(digits_test_accuracy):
+    assert digits_test_accuracy() >= 0.97

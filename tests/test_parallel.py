@@ -231,34 +231,11 @@ def test_bad_compute_dtype():
         )
 
 
-def _digits_accuracy(compute_dtype):
-    data = fnn.datasets.load_digits()
-    keys = fnn.data.run_keys(jax.random.key(0))
-    split = fnn.data.train_dev_test_split(keys.split, data.X, data.y, stratify=True)
-    scaler = fnn.data.fit_standardize(split.X_train)
-    params = fnn.init_params(keys.init, [64, 128, 10])
-    result = fnn.fit(
-        params,
-        optim.adam(1e-3),
-        scaler.transform(split.X_train),
-        split.y_train,
-        key=keys.shuffle,
-        epochs=30,
-        batch_size=32,
-        l2=1e-4,
-        grad="manual",
-        progress=False,
-        compute_dtype=compute_dtype,
-    )
-    test = fnn.evaluate(result.params, scaler.transform(split.X_test), split.y_test)
-    return test["accuracy"]
-
-
 @pytest.mark.slow
-def test_bfloat16_digits_within_one_percent_of_float32():
-    # The digits recipe of test_fit (64-128-10, Adam 1e-3, 30 epochs): bfloat16
-    # compute reaches the float32 test accuracy to within 1 percentage point.
-    acc32 = _digits_accuracy(None)
-    acc16 = _digits_accuracy(jnp.bfloat16)
+def test_bfloat16_digits_within_one_percent_of_float32(digits_test_accuracy):
+    # The reference digits recipe: bfloat16 compute reaches the float32 test
+    # accuracy to within 1 percentage point.
+    acc32 = digits_test_accuracy()
+    acc16 = digits_test_accuracy(compute_dtype=jnp.bfloat16)
     assert acc32 >= 0.97
     assert acc16 >= acc32 - 0.01
