@@ -15,6 +15,8 @@ Conventions at the kinks, where the seeds are silent or differ:
   * ``relu``: ψ'(0) = 0, as in JAX (seed 000 writes x·1{x ≥ 0}, which would
     give 1; the derivative at a single point never matters for training).
   * ``leaky_relu``: ψ'(0) = 1 (the ``x ≥ 0`` branch, as seed 000 writes it).
+  * ``elu``/``selu``: ψ'(0) = scale·α, the left branch (1 for ELU with α = 1,
+    where both sides agree).
   * ``step``: 1{z ≥ β} as seeds 002/003 write it (seed 001 writes the strict
     1{z > β}); its derivative is 0 almost everywhere and fnn returns 0
     everywhere, so a step network cannot learn by gradient descent (seed 002's
@@ -177,14 +179,17 @@ def leaky_relu(alpha: float = 0.01) -> Activation:
 
 
 def _elu_parts(alpha: float, scale: float):
-    # exp is taken of min(z, 0) only, so the branch not selected never overflows.
+    # exp is taken of the non-positive part only, so the branch not selected never
+    # overflows; a where (not a minimum, which splits a tie) keeps jax.grad at
+    # z = 0 on the left branch, as ``grad`` is.
+    def neg(z):
+        return jnp.where(z > 0, _const(0, z), z)
+
     def fn(z):
-        return scale * jnp.where(z > 0, z, alpha * jnp.expm1(jnp.minimum(z, 0)))
+        return scale * jnp.where(z > 0, z, alpha * jnp.expm1(neg(z)))
 
     def grad(z):
-        return scale * jnp.where(
-            z > 0, _const(1, z), alpha * jnp.exp(jnp.minimum(z, 0))
-        )
+        return scale * jnp.where(z > 0, _const(1, z), alpha * jnp.exp(neg(z)))
 
     return fn, grad
 

@@ -111,10 +111,16 @@ def mse() -> Loss:
     return _mean_loss(lambda o, Y: (o - Y) ** 2, lambda o, Y: 2 * (o - Y), "mse")
 
 
+def _abs(x: jax.Array) -> jax.Array:
+    """|x| written as x·sign(x), so that ``jax.grad`` reads sign(0) = 0 at x = 0,
+    the subgradient the hand-derived backwards use (``jnp.abs`` gives 1 there)."""
+    return x * jnp.sign(x)
+
+
 def mae() -> Loss:
     """Mean absolute error, ℓ = (1/k)Σ|out − y|; ∂ℓ/∂out = sign(out − y)/k
     (0 at a tie, as ``jnp.sign``)."""
-    return _mean_loss(lambda o, Y: jnp.abs(o - Y), lambda o, Y: jnp.sign(o - Y), "mae")
+    return _mean_loss(lambda o, Y: _abs(o - Y), lambda o, Y: jnp.sign(o - Y), "mae")
 
 
 def huber(delta: float = 1.0) -> Loss:
@@ -133,11 +139,15 @@ def huber(delta: float = 1.0) -> Loss:
 
 def bce() -> Loss:
     """Binary cross-entropy on logits z (seed 001, binary case):
-    ℓ = −[y log σ(z) + (1 − y) log(1 − σ(z))] = max(z, 0) − z·y + log1p(e^{−|z|}),
-    finite for any z; ∂ℓ/∂z = σ(z) − y (the fused sigmoid + BCE error)."""
+    ℓ = −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − z·y,
+    finite for any z; ∂ℓ/∂z = σ(z) − y (the fused sigmoid + BCE error).
+
+    softplus is ``logaddexp(z, 0)``, smooth everywhere, so ``jax.grad`` of this
+    forward reads σ(0) − y at z = 0. The common form max(z, 0) + log1p(e^{−|z|})
+    has the same value but two kinks at 0, where autodiff returns −y instead."""
 
     def per_unit(z, Y):
-        return jnp.maximum(z, 0) - z * Y + jnp.log1p(jnp.exp(-jnp.abs(z)))
+        return jax.nn.softplus(z) - z * Y
 
     return _mean_loss(per_unit, lambda z, Y: jax.lax.logistic(z) - Y, "bce", "sigmoid")
 
@@ -260,7 +270,7 @@ def weight_penalty(params: Any, l1: float = 0.0, l2: float = 0.0) -> jax.Array:
     total = jnp.asarray(0.0)  # weakly typed: adds to a loss of any float dtype
     for W in weights:  # terms with a weight of exactly 0 are not even computed
         if not _is_zero(l1):
-            total = total + l1 * jnp.sum(jnp.abs(W))
+            total = total + l1 * jnp.sum(_abs(W))
         if not _is_zero(l2):
             total = total + l2 * jnp.sum(W * W)
     return total
@@ -268,7 +278,8 @@ def weight_penalty(params: Any, l1: float = 0.0, l2: float = 0.0) -> jax.Array:
 
 def weight_penalty_grad(params: Any, l1: float = 0.0, l2: float = 0.0) -> Any:
     """∂Ω/∂θ: l1·sign(W) + 2·l2·W on every ``"W"`` leaf, zeros elsewhere
-    (seed 001: ∇_W Ω = 2W for the L2 penalty)."""
+    (seed 001: ∇_W Ω = 2W for the L2 penalty); the L1 subgradient at W = 0 is 0,
+    also in ``jax.grad`` of :func:`weight_penalty`."""
     return jax.tree_util.tree_map_with_path(
         lambda path, p: (
             l1 * jnp.sign(p) + 2 * l2 * p if _is_weight(path) else jnp.zeros_like(p)

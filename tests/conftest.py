@@ -3,17 +3,38 @@
 ``jax_debug_nans`` makes any NaN produced inside a jitted computation raise, so a
 numerically unsafe forward or backward fails the test that produced it. Tests that
 plant NaN on purpose turn it off locally with ``jax.debug_nans(False)``.
+
+Property tests draw their examples deterministically by default (profile
+``repeatable``), so a run of ``make test`` gives the same verdict on every machine;
+``make test-all`` uses the ``explore`` profile, which draws fresh random examples
+ten times as often, to look for new counterexamples. Choose one with
+``--hypothesis-profile``.
 """
 
 import itertools
 
 import jax
 import pytest
+from hypothesis import HealthCheck, settings
 
 import fnn
 
 jax.config.update("jax_debug_nans", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+
+_common = dict(
+    deadline=None,  # the first example of a test includes its jit compilation
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+settings.register_profile("repeatable", derandomize=True, **_common)
+settings.register_profile("explore", derandomize=False, **_common)
+settings.load_profile("repeatable")
+
+
+def examples(n: int) -> int:
+    """The number of examples a property test draws: n, or 10·n when exploring."""
+    return n if settings.default.derandomize else 10 * n
 
 
 @pytest.fixture

@@ -51,6 +51,19 @@ def test_grad_equals_autodiff_in_float64(name, kwargs):
 
 
 @pytest.mark.parametrize(("name", "kwargs"), ALL, ids=IDS)
+def test_grad_equals_autodiff_at_the_kinks(name, kwargs):
+    """At z = 0 and z = β, where a one-sided derivative is a convention, the
+    hand-derived ψ' takes the subgradient that jax.grad of the forward takes, so
+    manual and automatic backprop agree even on exact ties (a network of ones
+    hits z = 0 exactly)."""
+    act = activations.get(name, **kwargs)
+    with jax.enable_x64(True):
+        z = jnp.asarray([0.0, 0.5, -0.0, 1.0, -1.0], jnp.float64)
+        expected = jax.vmap(jax.grad(act.fn))(z)
+        np.testing.assert_allclose(act.grad(z), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), ALL, ids=IDS)
 def test_vjp_equals_jax_vjp(name, kwargs):
     """dZ = dA ⊙ ψ'(Z) equals jax.vjp of the forward on a batch."""
     act = activations.get(name, **kwargs)

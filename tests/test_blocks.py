@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fnn import nn
@@ -75,7 +76,7 @@ def test_backward_equals_vjp(name, block, in_shape, train):
     assert err_x <= 1e-10 and err_p <= 1e-10
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(15))
 @given(
     kind=st.sampled_from(["prelu", "prelu_shared", "maxout", "batchnorm", "layernorm"]),
     in_shape=st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple),
@@ -189,6 +190,25 @@ def test_maxout_tie_goes_to_first_piece():
     grads, _ = block.backward(params, cache, jnp.ones((1, 1)))
     np.testing.assert_array_equal(grads["b"], [1.0, 0.0, 0.0])
     np.testing.assert_array_equal(y, [[1.0]])
+    auto = jax.grad(lambda p: block.forward(p, {}, x, None, False)[0].sum())(params)
+    np.testing.assert_array_equal(auto["b"], grads["b"])
+
+
+def test_prelu_at_zero_matches_autodiff():
+    """ψ'(0) = α (left branch) by hand and by jax.vjp; dα reads min(0, 0) = 0."""
+    block = nn.PReLU()
+    params = {"alpha": jnp.asarray([0.25, 0.5])}
+    z = jnp.zeros((3, 2))
+    dy = jnp.ones((3, 2))
+    _, _, cache = block.forward(params, {}, z, None, False)
+    grads, dz = block.backward(params, cache, dy)
+    _, pullback = jax.vjp(
+        lambda p, z: block.forward(p, {}, z, None, False)[0], params, z
+    )
+    auto_p, auto_z = pullback(dy)
+    np.testing.assert_array_equal(dz, jnp.broadcast_to(params["alpha"], (3, 2)))
+    np.testing.assert_array_equal(auto_z, dz)
+    np.testing.assert_array_equal(auto_p["alpha"], grads["alpha"])
 
 
 def test_prelu_init_and_forward():

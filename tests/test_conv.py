@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from conftest import examples
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_blocks import check_vjp
 
@@ -39,7 +40,7 @@ def _lax_padding(padding):
     return [(padding, padding)] * 2 if isinstance(padding, int) else padding
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(4))
 @given(
     H=st.integers(3, 7),
     W=st.integers(3, 7),
@@ -74,7 +75,7 @@ def test_conv_against_lax_random_shapes(H, W, C, F, kh, kw, sh, sw, padding, see
     assert err_x <= 1e-10 and err_p <= 1e-10
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(4))
 @given(
     H=st.integers(2, 7),
     W=st.integers(2, 7),
@@ -105,12 +106,16 @@ def test_pooling_against_reduce_window(H, W, C, kh, kw, stride, kind, seed):
 
 
 def test_maxpool_ties_go_to_first_argmax():
-    """On a tie the whole gradient goes to the first maximum in row-major order."""
+    """On a tie the whole gradient goes to the first maximum in row-major order,
+    in the hand-written backward and in jax.vjp of the forward alike."""
     block = nn.MaxPool2D(2)
     x = jnp.ones((1, 2, 2, 1), jnp.float32)
+    dy = jnp.full((1, 1, 1, 1), 3.0, jnp.float32)
     _, _, cache = block.forward({}, {}, x, None, False)
-    _, dx = block.backward({}, cache, jnp.full((1, 1, 1, 1), 3.0, jnp.float32))
+    _, dx = block.backward({}, cache, dy)
     np.testing.assert_array_equal(dx[0, :, :, 0], [[3.0, 0.0], [0.0, 0.0]])
+    _, pullback = jax.vjp(lambda x: block.forward({}, {}, x, None, False)[0], x)
+    np.testing.assert_array_equal(pullback(dy)[0], dx)
 
 
 def test_conv_shape_errors():

@@ -54,6 +54,25 @@ def test_grad_equals_autodiff(name, kwargs, masked):
         )
 
 
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [*REGRESSION, ("bce", {}), ("cross_entropy", {})]
+)
+def test_grad_equals_autodiff_on_exact_ties(name, kwargs):
+    """Zero logits and zero residuals (|r| = δ for Huber) are where a stable or
+    piecewise forward can hand jax.grad a different subgradient than the
+    hand-derived one; bce once read −y there instead of σ(0) − y."""
+    loss = losses.get(name, **kwargs)
+    with jax.enable_x64(True):
+        Y = jnp.asarray([[0.0, 1.0, 0.5], [1.0, 0.0, 0.5]], jnp.float64)
+        if name == "cross_entropy":
+            Y = Y / Y.sum(axis=1, keepdims=True)
+        delta = kwargs.get("delta", 1.0) if name == "huber" else 0.0
+        for out in (jnp.zeros_like(Y), Y, Y + delta, Y - delta):
+            np.testing.assert_allclose(
+                loss.grad(out, Y), jax.grad(loss.fn)(out, Y), rtol=1e-12, atol=0
+            )
+
+
 def test_fused_errors_are_the_seed_formula():
     """softmax + CE: ∂J/∂Z = (softmax(Z) − e(y))/m; sigmoid + BCE: (σ(Z) − y)/m
     (seed 001, f(x) − e(y))."""
@@ -129,6 +148,16 @@ def test_penalty_on_weights_only():
     lam, m = 3.0, 10
     g = losses.weight_penalty_grad(params, l2=lam / (2 * m))
     np.testing.assert_allclose(g[1]["W"], (lam / m) * params[1]["W"])
+
+
+def test_penalty_grad_equals_autodiff_at_zero_weights():
+    """With weights at exactly 0 (zeros init, pruned units), ∂(l1Σ|W|)/∂W = 0 by
+    hand and by jax.grad alike."""
+    params = [{"W": jnp.asarray([[0.0, -2.0], [0.0, 1.5]]), "b": jnp.zeros(2)}]
+    auto = jax.grad(lambda p: losses.weight_penalty(p, l1=0.1, l2=0.01))(params)
+    manual = losses.weight_penalty_grad(params, l1=0.1, l2=0.01)
+    np.testing.assert_allclose(manual[0]["W"], auto[0]["W"], rtol=1e-6)
+    np.testing.assert_array_equal(manual[0]["W"][:, 0], [0.0, 0.0])
 
 
 @pytest.mark.parametrize(

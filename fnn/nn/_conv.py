@@ -19,7 +19,9 @@ example gives the matrix P of shape (m·H'·W', kh·kw·C), and
 Pooling reads the same windows, per channel:
 
     MaxPool:  y = max over the window; dX gets dy at the window's argmax (the
-              first one on ties; ``jax.grad`` splits ties evenly instead).
+              first one on ties; the forward reads y at that index, so
+              ``jax.grad`` routes ties the same way, where ``jnp.max`` would
+              split them evenly).
     AvgPool:  y = mean over the window; dX gets dy/(kh·kw) at every position.
 
 References: seed 002, "Convolution layers" / "Local receptive fields"; seed 001,
@@ -220,8 +222,10 @@ def _pool(kind, window, stride):
     if kind == "MaxPool2D":
 
         def forward(params, X):
-            win = windows(X)
-            return jnp.max(win, axis=3), (X, jnp.argmax(win, axis=3))
+            win = windows(X)  # (m, H', W', kh·kw, C)
+            arg = jnp.argmax(win, axis=3)  # (m, H', W', C)
+            Y = jnp.take_along_axis(win, arg[:, :, :, None], axis=3)[:, :, :, 0]
+            return Y, (X, arg)
 
         def backward(params, cache, dY):
             X, arg = cache

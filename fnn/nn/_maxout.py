@@ -11,8 +11,9 @@ Backward (seed 003: ∂ρ/∂x_j = 1 for j = argmax, 0 elsewhere):
     dW = A_prevᵀ dZ,  db = Σ_rows dZ,  dA_prev = dZ Wᵀ
 
 Ties: the whole gradient goes to the **first** maximal piece (``jnp.argmax``).
-``jax.grad`` of ``jnp.max`` instead splits it equally between tied pieces; the two
-agree whenever the maximum is unique (almost surely for real-valued inputs).
+The forward reads the maximum at that index rather than through ``jnp.max``
+(whose ``jax.grad`` splits a tie equally), so ``jax.grad`` of the block routes
+ties exactly as the hand-written backward does.
 
 References: seed 003, "Output activation functions" (Maxout and its
 derivative); Goodfellow et al. (2013), "Maxout Networks".
@@ -57,11 +58,13 @@ def Maxout(n_out: int, k: int, *, W_init="glorot_normal", b_init="zeros") -> Blo
         if A_prev.ndim != 2 or A_prev.shape[1] != W.shape[0]:
             raise ShapeError(f"expected input (m, {W.shape[0]}), got {A_prev.shape}")
         Z = (A_prev @ W + b).reshape(A_prev.shape[0], n_out, k)
-        return jnp.max(Z, axis=-1), (A_prev, Z)
+        p_star = jnp.argmax(Z, axis=-1)  # (m, n_out)
+        A = jnp.take_along_axis(Z, p_star[..., None], axis=-1)[..., 0]
+        return A, (A_prev, p_star)
 
     def backward(params, cache, dA):
-        A_prev, Z = cache
-        winner = jax.nn.one_hot(jnp.argmax(Z, axis=-1), k, dtype=dA.dtype)
+        A_prev, p_star = cache
+        winner = jax.nn.one_hot(p_star, k, dtype=dA.dtype)
         dZ = (winner * dA[..., None]).reshape(A_prev.shape[0], n_out * k)
         grads = {"W": A_prev.T @ dZ, "b": jnp.sum(dZ, axis=0)}
         return grads, dZ @ params["W"].T

@@ -53,7 +53,8 @@ def PReLU(shared: bool = False, alpha_init: float = 0.25) -> Block:
                 f"expected input (m, ..., {alpha.shape[0]}) for alpha of shape "
                 f"{alpha.shape}, got {z.shape}"
             )
-        y = jnp.maximum(z, 0) + alpha * jnp.minimum(z, 0)
+        # A where, not max(z, 0) + α·min(z, 0), whose jax.grad splits z = 0.
+        y = jnp.where(z > 0, z, alpha * z)
         return y, z
 
     def backward(params, z, dy):
