@@ -50,7 +50,7 @@ from . import optim as _optim
 from ._mlp import apply as _mlp_apply
 from ._mlp import backprop as _backprop
 from ._mlp import loss as _mlp_loss
-from .data import epoch_batches
+from .data import _paired_rows, epoch_batches
 
 HISTORY_KEYS = (
     "epoch",
@@ -371,14 +371,8 @@ def fit(
     """
     if grad not in ("autodiff", "manual"):
         raise ValueError(f"grad must be 'autodiff' or 'manual', got {grad!r}.")
-    X = jnp.asarray(X)
-    y = jnp.asarray(y)
-    n = X.shape[0] if X.ndim else 0
-    if n == 0 or y.shape[:1] != (n,):
-        raise ValueError(
-            f"X and y must have the same positive number of rows, got X {X.shape} "
-            f"and y {y.shape}."
-        )
+    X, y = _paired_rows(X, y, min_rows=1)
+    n = X.shape[0]
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")

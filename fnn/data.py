@@ -67,6 +67,24 @@ __all__ = [
 # --------------------------------------------------------------------------------
 
 
+def _paired_rows(X: ArrayLike, y: ArrayLike, min_rows: int = 0):
+    """``(X, y)`` as arrays, checked to be examples ``(m, ...)`` and their targets
+    ``(m, ...)``: the same number of rows (batch first), at least ``min_rows``.
+
+    Raises:
+      ValueError: naming both shapes when the rows differ or are too few.
+    """
+    X, y = jnp.asarray(X), jnp.asarray(y)
+    m = X.shape[0] if X.ndim else -1
+    if m < min_rows or y.shape[:1] != (m,):
+        which = "positive " if min_rows > 0 else ""
+        raise ValueError(
+            f"X and y must have the same {which}number of rows (batch first); "
+            f"got X.shape={X.shape}, y.shape={y.shape}"
+        )
+    return X, y
+
+
 def _as_matrix(X: ArrayLike, name: str, min_rows: int = 1) -> jax.Array:
     """``X`` as a floating ``(m, n)`` array; integers become float32."""
     X = jnp.asarray(X)
@@ -488,13 +506,7 @@ def train_dev_test_split(
     References:
       seed 000, section 1, "Data Preprocessing".
     """
-    X = jnp.asarray(X)
-    y = jnp.asarray(y)
-    if X.ndim < 1 or y.ndim < 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(
-            "X and y must have the same number of rows (batch first); got "
-            f"X.shape={X.shape}, y.shape={y.shape}"
-        )
+    X, y = _paired_rows(X, y)
     if stratify and (y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer)):
         raise ValueError(
             "stratify=True needs integer class labels y of shape (m,); got "
@@ -615,13 +627,7 @@ def iterate_minibatches(
     References:
       seed 001, "The stochastic gradient descent algorithm".
     """
-    X = jnp.asarray(X)
-    y = jnp.asarray(y)
-    if X.ndim < 1 or y.ndim < 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(
-            "X and y must have the same number of rows (batch first); got "
-            f"X.shape={X.shape}, y.shape={y.shape}"
-        )
+    X, y = _paired_rows(X, y)
     idx, mask = epoch_batches(key, X.shape[0], batch_size, drop_remainder)
     idx = np.asarray(idx)
     counts = np.asarray(mask).sum(axis=1)

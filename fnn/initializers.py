@@ -43,6 +43,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+#: ``init(key, shape, dtype) -> W``: an array of ``shape`` ((n_in, n_out) for a
+#: dense layer) and ``dtype`` drawn from ``key``; what ``scheme`` may also be.
 Initializer = Callable[[jax.Array, Sequence[int], jnp.dtype], jax.Array]
 
 __all__ = [

@@ -33,6 +33,19 @@ from . import nn
 from . import optim as _optim
 from .nn._block import Block, ShapeError, stateless
 
+__all__ = [
+    "RBF",
+    "RBFFit",
+    "fit_2step",
+    "fit_3step",
+    "kmeans",
+    "kmeans_pp",
+    "least_squares_weights",
+    "network",
+    "train",
+    "widths",
+]
+
 
 # --- the RBF layer ----------------------------------------------------------------
 def RBF(n_centres: int) -> Block:
@@ -362,7 +375,17 @@ def train(
     optimizer: "_optim.Optimizer | None" = None,
     steps: int = 500,
 ) -> tuple[list, jax.Array]:
-    """Full-batch gradient descent of ``blocks`` with manual backprop.
+    """Full-batch gradient descent of ``blocks`` with manual backprop
+    (:func:`fnn.nn.loss_and_grad`), ``steps`` updates in one compiled ``lax.scan``
+    (seed 003, "3-steps learning", step 3).
+
+    Args:
+      blocks, params: the network, e.g. :func:`network` and its parameters.
+      X: ``(m, d)`` inputs; Y: targets for ``loss`` (``(m, n_out)`` rows for
+        mse, ``(m,)`` integer labels or ``(m, n_out)`` rows for cross-entropy).
+      loss: a loss name from :func:`fnn.losses.names`.
+      optimizer: an :class:`fnn.optim.Optimizer` (default ``adam(1e-2)``).
+      steps: gradient steps.
 
     Returns:
       ``(params, losses)`` with ``losses`` ``(steps,)`` the loss before each step.

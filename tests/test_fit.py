@@ -19,6 +19,14 @@ def _toy(key, n=40, n_in=5, k=3, dtype=jnp.float32):
     return X, y
 
 
+def _fit_toy(**kwargs):
+    """fit a 5-4-3 MLP with SGD(0.1) on the 40-example toy problem, quietly."""
+    X, y = _toy(jax.random.key(0))
+    params = fnn.init_params(jax.random.key(1), [5, 4, 3])
+    kwargs = {"progress": False, **kwargs}
+    return fnn.fit(params, optim.sgd(0.1), X, y, key=jax.random.key(2), **kwargs)
+
+
 def _assert_trees_equal(a, b, **tol):
     assert jax.tree.structure(a) == jax.tree.structure(b)
     for x, z in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
@@ -130,18 +138,7 @@ def test_early_stopping_restores_the_best_dev_parameters():
 
 
 def test_callback_can_stop_training():
-    X, y = _toy(jax.random.key(0))
-    params = fnn.init_params(jax.random.key(1), [5, 4, 3])
-    result = fnn.fit(
-        params,
-        optim.sgd(0.1),
-        X,
-        y,
-        key=jax.random.key(2),
-        epochs=10,
-        callback=lambda record, *_: record["epoch"] == 2,
-        progress=False,
-    )
+    result = _fit_toy(epochs=10, callback=lambda record, *_: record["epoch"] == 2)
     assert result.stopped_early and result.history["epoch"] == [0, 1, 2]
 
 
@@ -268,18 +265,7 @@ def test_padded_batches_refused_with_batch_statistics():
 
 
 def test_progress_bar_and_history(capsys):
-    X, y = _toy(jax.random.key(0))
-    params = fnn.init_params(jax.random.key(1), [5, 4, 3])
-    result = fnn.fit(
-        params,
-        optim.sgd(0.1),
-        X,
-        y,
-        key=jax.random.key(2),
-        epochs=3,
-        dev=(X, y),
-        progress=True,
-    )
+    result = _fit_toy(epochs=3, dev=_toy(jax.random.key(0)), progress=True)
     err = capsys.readouterr().err
     assert "epoch 3/3" in err and "ETA" in err and "dev acc" in err
     assert set(result.history) == set(fnn._fit.HISTORY_KEYS)
@@ -299,18 +285,10 @@ def test_progress_bar_and_history(capsys):
     ],
 )
 def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _fit_toy(**kwargs)
     X, y = _toy(jax.random.key(0))
     params = fnn.init_params(jax.random.key(1), [5, 4, 3])
-    with pytest.raises(ValueError, match=match):
-        fnn.fit(
-            params,
-            optim.sgd(0.1),
-            X,
-            y,
-            key=jax.random.key(2),
-            progress=False,
-            **kwargs,
-        )
     with pytest.raises(ValueError, match="same positive number of rows"):
         fnn.fit(params, optim.sgd(0.1), X, y[:-1], key=jax.random.key(2))
 

@@ -115,8 +115,14 @@ def reduce_on_plateau(
     _number("rtol", rtol, lo=0.0)
     _number("cooldown", cooldown, lo=0, integer=True)
     _number("min_scale", min_scale, lo=0.0)
-    config = (float(factor), patience, float(min_delta), float(rtol), cooldown)
-    config = config + (float(min_scale),)
+    config = (
+        float(factor),
+        patience,
+        float(min_delta),
+        float(rtol),
+        cooldown,
+        float(min_scale),
+    )
 
     def init(params):
         del params
@@ -136,12 +142,8 @@ def reduce_on_plateau(
         updates = jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates)
         return updates, state
 
-    return Optimizer(init, _with_observe(update, config))
-
-
-def _with_observe(update, config):
     update.observe = lambda state, value: _observe(config, state, value)
-    return update
+    return Optimizer(init, update)
 
 
 def _observe(config, state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:
@@ -199,6 +201,5 @@ def observe(
       seed 003, Adaptive Learning rate: "Halve the learning rate when the
       validation error stops improving".
     """
-    reduce_on_plateau(factor, patience, min_delta, rtol, cooldown, min_scale)
-    config = (float(factor), patience, float(min_delta), float(rtol), cooldown)
-    return _observe(config + (float(min_scale),), state, value)
+    opt = reduce_on_plateau(factor, patience, min_delta, rtol, cooldown, min_scale)
+    return opt.update.observe(state, value)
