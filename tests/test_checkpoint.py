@@ -599,3 +599,303 @@ def test_resume_equals_uninterrupted_run(tmp_path, getkey):
         resumed = step(resumed)
 
     assert_identical(resumed, straight)
+
+
+# --------------------------------------------------------------------------- #
+# A loader that trusts nothing: hand-edited manifests and hostile archives
+# --------------------------------------------------------------------------- #
+
+
+def edit_manifest(path, change):
+    """Rewrite the checkpoint at ``path`` with ``change(manifest)`` applied to its
+    manifest (entries unchanged, valid CRCs)."""
+
+    def edit(name, data):
+        if name != "manifest.json":
+            return data
+        manifest = json.loads(data)
+        change(manifest)
+        return json.dumps(manifest).encode()
+
+    rewrite(path, edit)
+
+
+def record_of(manifest, key_path):
+    return next(r for r in manifest["leaves"] if r["path"] == key_path)
+
+
+@pytest.mark.parametrize(
+    "name", ["bfloat16", "float8_e4m3fn", "float8_e5m2", "int4", "uint4"]
+)
+def test_every_ml_dtype_round_trips_as_its_bits(tmp_path, name):
+    dtype = np.dtype(getattr(ml_dtypes, name))
+    x = np.arange(6).astype(dtype).reshape(2, 3)
+    path = checkpoint.save(tmp_path / "c", {"x": x})
+    with zipfile.ZipFile(path) as zf:
+        record = json.loads(zf.read("manifest.json"))["leaves"][0]
+    assert record["stored_dtype"] == f"uint{8 * dtype.itemsize}"
+    loaded = checkpoint.load(path, like={"x": x})["x"]
+    assert loaded.dtype == dtype
+    assert loaded.tobytes() == x.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("leaf", "dtype", "shape"),
+    [
+        (np.arange(8, dtype=np.uint8), "float32", [2]),  # bits of another width
+        (np.arange(4, dtype=np.uint32), "float32", [4]),  # not an ml_dtypes type
+        (np.arange(4, dtype=np.int16), "bfloat16", [4]),  # signed storage
+        (np.arange(4, dtype=np.uint8), "bfloat16", [4]),  # wrong width
+        (np.arange(4, dtype=np.float32), "int32", [4]),
+    ],
+)
+def test_manifest_dtype_other_than_a_legitimate_pair_is_refused(
+    tmp_path, leaf, dtype, shape
+):
+    path = checkpoint.save(tmp_path / "c", {"x": leaf})
+
+    def change(manifest):
+        manifest["leaves"][0].update(dtype=dtype, shape=shape)
+
+    edit_manifest(path, change)
+    like_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
+    template = {"x": np.zeros(shape, like_dtype)}
+    stored = leaf.dtype.name
+    for like in (None, template):
+        with pytest.raises(checkpoint.CheckpointError) as err:
+            checkpoint.load(path, like=like)
+        message = str(err.value)
+        assert str(path) in message and "['x']" in message
+        assert dtype in message and stored in message
+        assert "backup" in message  # says what to do
+
+
+def test_key_stored_as_wrong_key_data_is_refused(tmp_path):
+    path = checkpoint.save(tmp_path / "c", {"k": jax.random.key(1)})
+    good = path.read_bytes()
+    for change, words in [
+        (lambda r: r.update(key_impl="rbg", dtype="key<rbg>"), r"rbg.*\[4\]"),
+        (lambda r: r.update(dtype="key<rbg>"), r"key<fry>.*key<rbg>"),
+        (lambda r: r.update(key_impl="no_such_prng"), "no_such_prng"),
+        (lambda r: r.update(shape=[2], stored_shape=[2, 2]), r"\[2, 2\]"),
+    ]:
+        path.write_bytes(good)
+        edit_manifest(path, lambda m, change=change: change(m["leaves"][0]))
+        with pytest.raises(checkpoint.CheckpointError, match=r"\['k'\].*" + words):
+            checkpoint.load(path)
+
+
+def test_manifest_shape_must_equal_stored_and_template_shape(tmp_path):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    path = checkpoint.save(tmp_path / "c", {"x": x})
+    edit_manifest(path, lambda m: m["leaves"][0].update(shape=[4, 2]))
+    for like in (None, {"x": np.zeros((4, 2), np.float32)}):
+        with pytest.raises(
+            checkpoint.CheckpointError, match=r"\['x'\].*\[4, 2\].*\[2, 4\]"
+        ):
+            checkpoint.load(path, like=like)
+    # A Python scalar with a shape is refused as well.
+    path = checkpoint.save(tmp_path / "d", {"n": 3})
+    edit_manifest(path, lambda m: m["leaves"][0].update(shape=[1], stored_shape=[1]))
+    with pytest.raises(checkpoint.CheckpointError, match=r"\['n'\].*Python int"):
+        checkpoint.load(path)
+
+
+def test_duplicate_paths_and_entries_in_the_manifest_are_refused(tmp_path):
+    tree = {"x": np.zeros(3, np.float32), "y": np.ones(3, np.float32)}
+    path = checkpoint.save(tmp_path / "c", tree)
+    good = path.read_bytes()
+
+    def same_path(manifest):  # both records claim ['x']; the second holds y
+        manifest["leaves"][1]["path"] = "['x']"
+
+    edit_manifest(path, same_path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"leaf \['x'\] twice"):
+        checkpoint.load(path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"leaf \['x'\] twice"):
+        checkpoint.load(path, like={"x": np.zeros(3, np.float32)})
+
+    def same_entry(manifest):  # y points at x's data
+        x, y = manifest["leaves"]
+        y.update(entry=x["entry"], sha256=x["sha256"])
+
+    path.write_bytes(good)
+    edit_manifest(path, same_entry)
+    with pytest.raises(checkpoint.CheckpointError, match=r"leaves/0\.npy.*\['y'\]"):
+        checkpoint.load(path, like=tree)
+
+
+def test_duplicate_entry_names_in_the_archive_are_refused(tmp_path):
+    path = checkpoint.save(tmp_path / "c", {"x": np.zeros(3, np.float32)})
+    with zipfile.ZipFile(path) as zf:
+        entries = [(name, zf.read(name)) for name in zf.namelist()]
+    forged = io.BytesIO()
+    np.save(forged, np.ones(3, np.float32))
+    with zipfile.ZipFile(path, "w") as zf, pytest.warns(UserWarning, match="Dup"):
+        for name, data in entries:
+            zf.writestr(name, data)
+        zf.writestr("leaves/0.npy", forged.getvalue())
+    with pytest.raises(checkpoint.CheckpointError, match=r"two entries.*leaves/0"):
+        checkpoint.load(path)
+
+
+def write_forged_checkpoint(path, shape, dtype, entry_bytes, compression):
+    """A checkpoint of one leaf ``['x']`` whose manifest promises ``dtype[shape]``
+    and whose entry holds the chunks of ``entry_bytes`` (written streaming)."""
+    record = {
+        "path": "['x']",
+        "entry": "leaves/0.npy",
+        "kind": "numpy",
+        "shape": list(shape),
+        "dtype": dtype,
+        "stored_dtype": dtype,
+        "stored_shape": list(shape),
+        "sha256": "0" * 64,
+    }
+    manifest = {
+        "format": "fnn.checkpoint",
+        "format_version": 1,
+        "leaves": [record],
+        "metadata": {},
+    }
+    with zipfile.ZipFile(path, "w", compression=compression, compresslevel=1) as zf:
+        with zf.open("leaves/0.npy", "w", force_zip64=True) as f:
+            for chunk in entry_bytes:
+                f.write(chunk)
+        zf.writestr(
+            "manifest.json", json.dumps(manifest), compress_type=zipfile.ZIP_STORED
+        )
+
+
+def npy_header(shape, dtype):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def test_deflated_bomb_is_refused_unread(tmp_path):
+    """A 256 MiB entry of zeros deflated to a few hundred KB: refused from its zip
+    record, without inflating it (memory stays small)."""
+    import time
+    import tracemalloc
+
+    n = 256 << 20
+    path = tmp_path / "bomb.ckpt"
+    zeros = bytes(1 << 20)
+    chunks = [npy_header((n,), np.uint8), *(zeros for _ in range(n >> 20))]
+    write_forged_checkpoint(path, (n,), "uint8", chunks, zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < (2 << 20)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(checkpoint.CheckpointError) as err:
+            checkpoint.load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 1.0
+    assert peak < (4 << 20), peak
+    message = str(err.value)
+    assert str(path) in message and "leaves/0.npy" in message and "['x']" in message
+    assert "compressed" in message
+
+
+def test_entry_size_must_be_what_manifest_and_header_promise(tmp_path):
+    path = tmp_path / "c"
+    # The manifest promises 1 GiB; the stored entry holds 1 KiB: refused unread.
+    big = (1 << 30,)
+    header = npy_header(big, np.uint8)
+    write_forged_checkpoint(
+        path, big, "uint8", [header, bytes(1024)], zipfile.ZIP_STORED
+    )
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"\['x'\] holds \d+ bytes.*1073741824"
+    ):
+        checkpoint.load(path)
+
+    # Junk after the array's data (and a checksum that covers it): refused.
+    saved = checkpoint.save(tmp_path / "d", {"x": np.arange(4, dtype=np.float32)})
+    entry = leaf_entry(saved, "['x']")
+    with zipfile.ZipFile(saved) as zf:
+        longer = zf.read(entry) + b"junk" * 4
+
+    def append_junk(name, data):
+        if name == entry:
+            return longer
+        if name == "manifest.json":
+            manifest = json.loads(data)
+            manifest["leaves"][0]["sha256"] = hashlib.sha256(longer).hexdigest()
+            return json.dumps(manifest).encode()
+        return data
+
+    rewrite(saved, append_junk)
+    with pytest.raises(checkpoint.CheckpointError, match=r"\['x'\] holds \d+ bytes"):
+        checkpoint.load(saved, like={"x": np.zeros(4, np.float32)})
+
+
+def test_compressed_manifest_is_refused(tmp_path):
+    path = checkpoint.save(tmp_path / "c", {"x": 1})
+    with zipfile.ZipFile(path) as zf:
+        entries = [(name, zf.read(name)) for name in zf.namelist()]
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries:
+            compress = zipfile.ZIP_DEFLATED if name == "manifest.json" else None
+            zf.writestr(name, data, compress_type=compress)
+    with pytest.raises(checkpoint.CheckpointError, match="manifest.*compressed"):
+        checkpoint.read_metadata(path)
+
+
+# --------------------------------------------------------------------------- #
+# Temporary files of writers that died
+# --------------------------------------------------------------------------- #
+
+
+def dead_pid():
+    """The id of a process that has exited and been reaped."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_save_removes_temp_files_of_dead_writers_only(tmp_path):
+    import fcntl
+    import subprocess
+    import sys
+
+    path = checkpoint.save(tmp_path / "run.ckpt", {"x": 1})
+    host = checkpoint._host_tag()
+    temp = checkpoint._temp_name("run.ckpt")
+    assert temp.startswith(f".run.ckpt.{host}-{os.getpid()}-") and temp.endswith(".tmp")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = dead_pid()
+        names = {
+            "dead": f".run.ckpt.{host}-{dead}-0123abcd.tmp",
+            "live": f".run.ckpt.{host}-{live.pid}-0123abcd.tmp",
+            "self": f".run.ckpt.{host}-{os.getpid()}-0123abcd.tmp",
+            "other host": f".run.ckpt.{'0' * 8 if host != '0' * 8 else '1' * 8}"
+            f"-{dead}-0123abcd.tmp",
+            "other target": f".other.ckpt.{host}-{dead}-0123abcd.tmp",
+            "locked": f".run.ckpt.{host}-{dead}-4567cdef.tmp",
+            "old style": ".run.ckpt.0123456789abcdef.tmp",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        fd = os.open(tmp_path / names["locked"], os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a writer that is still writing
+        try:
+            checkpoint.save(path, {"x": 2})
+        finally:
+            os.close(fd)
+    finally:
+        live.kill()
+        live.wait()
+    left = {p.name for p in tmp_path.iterdir()}
+    assert names["dead"] not in left
+    assert left == {"run.ckpt", *names.values()} - {names["dead"]}
+    assert checkpoint.load(path, like={"x": 0}) == {"x": 2}
