@@ -62,6 +62,17 @@ class Block(NamedTuple):
     def __repr__(self) -> str:
         return f"Block({self.name})"
 
+    def _identity(self) -> tuple:
+        return (self.init, self.forward, self.backward, self.children, self.in_shape)
+
+    # Two blocks are the same when they run the same functions (the spec is a
+    # description of them): the key under which fit reuses its compiled epoch.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Block) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
 
 def stateless(
     name: str,
