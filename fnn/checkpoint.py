@@ -8,6 +8,13 @@ PRNG key, epoch) and the run's configuration::
     params, opt_state, key, epoch = fnn.checkpoint.load(
         "run/ckpt.fnn", like=(params0, opt_state0, key0, 0))
 
+A model (an ``fnn.nn`` block) is saved with its architecture as plain data, and
+loaded back without any template and without running stored code::
+
+    fnn.checkpoint.save_model("run/model.fnn", model, params, state,
+                              in_shape=(28, 28, 1))
+    model, params, state = fnn.checkpoint.load_model("run/model.fnn")
+
 Invariants:
   * ``load(path, like=tree)`` after ``save(path, tree)`` equals ``tree`` exactly:
     same treedef (NamedTuples stay NamedTuples, lists stay lists), same leaf
@@ -105,7 +112,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-from ._tree import keystr
+from ._tree import keystr, leaves_with_paths
 
 PyTree = Any
 
@@ -117,9 +124,12 @@ __all__ = [
     "CheckpointError",
     "FORMAT",
     "FORMAT_VERSION",
+    "MODEL_KEY",
     "load",
+    "load_model",
     "read_metadata",
     "save",
+    "save_model",
 ]
 
 
@@ -1045,3 +1055,264 @@ def load(path: str | os.PathLike, like: PyTree | None = None) -> Any:
             value = _restore(path, record, _read_array(archive, record))
             leaves.append(_as_template_type(path, record, like_leaf, value))
     return jax.tree.unflatten(treedef, leaves)
+
+
+# --------------------------------------------------------------------------- #
+# Models: the architecture as data, the parameters as leaves
+# --------------------------------------------------------------------------- #
+
+MODEL_KEY = "fnn_model"
+_MODEL_DTYPES = ("bfloat16", "float16", "float32", "float64")
+
+
+def _model_in_shape(model: Any, in_shape: Any) -> list[int]:
+    if in_shape is None:
+        in_shape = model.in_shape
+    if in_shape is None:
+        raise ValueError(
+            f"save_model: {model.name} does not fix its input shape; pass in_shape, "
+            "the per-example shape without the batch axis (e.g. (64,) or "
+            "(28, 28, 1))."
+        )
+    if not isinstance(in_shape, list | tuple) or not all(
+        isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1
+        for n in in_shape
+    ):
+        raise ValueError(
+            "save_model: in_shape must be a tuple of positive ints (the per-example "
+            f"shape without the batch axis, e.g. (64,)), got {in_shape!r}."
+        )
+    return [int(n) for n in in_shape]
+
+
+def _model_dtype(tree: PyTree) -> str:
+    """The floating dtype of a model's parameters and state (float32 if none)."""
+    found = {
+        np.dtype(leaf.dtype).name
+        for leaf in jax.tree.leaves(tree)
+        if hasattr(leaf, "dtype")
+        and not _is_key_dtype(leaf.dtype)
+        and jax.dtypes.issubdtype(leaf.dtype, np.floating)
+    }
+    if len(found) > 1:
+        raise ValueError(
+            f"save_model: the parameters mix floating dtypes {sorted(found)}; a model "
+            "is initialised in one dtype. Cast them to one (or save the tree with "
+            "fnn.checkpoint.save)."
+        )
+    dtype = found.pop() if found else "float32"
+    if dtype not in _MODEL_DTYPES:
+        raise ValueError(
+            f"save_model: parameters of dtype {dtype}; a model's dtype is one of "
+            f"{', '.join(_MODEL_DTYPES)}."
+        )
+    return dtype
+
+
+def _model_template(model: Any, in_shape: list[int], dtype: str) -> dict:
+    """``{"params": ..., "state": ...}`` of ``model.init`` as ShapeDtypeStructs
+    (``jax.eval_shape``: nothing is drawn or allocated)."""
+    np_dtype = _dtype_from_name(dtype)
+
+    def init(key):
+        params, state, _ = model.init(key, tuple(in_shape), np_dtype)
+        return {"params": params, "state": state}
+
+    return jax.eval_shape(init, jax.random.key(0))
+
+
+def _first_misfit(template: PyTree, tree: PyTree) -> str | None:
+    """A description of the first leaf where ``tree`` does not fit ``template``
+    (by key path, shape and dtype), or ``None`` when it fits."""
+    want = dict(leaves_with_paths(template))
+    have = dict(leaves_with_paths(tree))
+    for where, leaf in want.items():
+        expected = _shown(*_expected(leaf))
+        if where not in have:
+            return f"leaf {where} is missing (the model expects {expected})"
+        try:
+            found = _shown(*_expected(have[where]))
+        except TypeError:
+            found = type(have[where]).__name__
+        if found != expected:
+            return f"leaf {where} is {found}, the model expects {expected}"
+    for where in have:
+        if where not in want:
+            return f"leaf {where} is not a parameter or state of the model"
+    return None
+
+
+def save_model(
+    path: str | os.PathLike,
+    model: Any,
+    params: PyTree,
+    state: PyTree = None,
+    *,
+    in_shape: Any = None,
+    metadata: Mapping | None = None,
+) -> Path:
+    """Write a model (its architecture as data), its parameters and state.
+
+    Invariant: ``load_model(save_model(path, m, p, s, in_shape=n))`` gives a
+    model that builds the same blocks as ``m`` (``fnn.nn.from_spec`` of
+    ``fnn.nn.to_spec(m)``), and ``p``, ``s`` bit for bit, so
+    ``fnn.nn.forward`` gives identical predictions.
+
+    The file is an ordinary checkpoint (:func:`save`) of the tree
+    ``{"params": params, "state": state}``; its metadata holds the user's
+    ``metadata`` and, under the reserved key ``"fnn_model"``,
+    ``{"spec": fnn.nn.to_spec(model), "in_shape": [...], "dtype": name,
+    "fixes_in_shape": bool}``. The parameters and state are checked against
+    ``model.init(key, in_shape, dtype)`` (run abstractly with ``jax.eval_shape``)
+    before anything is written.
+
+    Args:
+      path: the file to write.
+      model: an ``fnn.nn`` block (e.g. a ``Sequential``) built from registered
+        constructors with plain-data arguments (see :func:`fnn.nn.to_spec`).
+      params: its parameters, e.g. from ``fnn.nn.init`` or training.
+      state: its state (BatchNorm running statistics); ``None`` for a model
+        without state.
+      in_shape: the per-example input shape, e.g. ``(64,)``; optional when the
+        model fixes it (:func:`fnn.mlp`).
+      metadata: a JSON-serialisable mapping with string keys other than
+        ``"fnn_model"``.
+
+    Returns:
+      The ``pathlib.Path`` written.
+
+    Raises:
+      ValueError: a model that cannot be described as data, a missing or bad
+        ``in_shape``, parameters or state that do not fit the model (the leaf
+        is named), ``metadata`` using the reserved key.
+    """
+    from . import nn
+
+    if not isinstance(model, nn.Block):
+        raise ValueError(
+            f"save_model: model must be an fnn.nn block (e.g. fnn.nn.Sequential), "
+            f"got {type(model).__name__}."
+        )
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        raise ValueError(
+            f"metadata must be a mapping (a dict), got {type(metadata).__name__}."
+        )
+    if MODEL_KEY in metadata:
+        raise ValueError(
+            f"save_model: metadata key {MODEL_KEY!r} is reserved for the model "
+            "description; rename it."
+        )
+    spec = nn.to_spec(model)
+    shape = _model_in_shape(model, in_shape)
+    tree = {"params": params, "state": state}
+    dtype = _model_dtype(tree)
+    template = _model_template(model, shape, dtype)
+    if state is None:
+        if jax.tree.leaves(template["state"]):
+            raise ValueError(
+                f"save_model: {model.name} has state (running statistics); pass "
+                "state=..., the state returned by fnn.nn.init or training."
+            )
+        tree["state"] = template["state"]  # only empty containers: no leaves
+    misfit = _first_misfit(template, tree)
+    if misfit is not None:
+        raise ValueError(
+            f"save_model: the parameters do not fit {model.name} for in_shape "
+            f"{tuple(shape)}: {misfit}. Pass the params and state of this model "
+            "(and its in_shape)."
+        )
+    description = {
+        "spec": spec,
+        "in_shape": shape,
+        "dtype": dtype,
+        "fixes_in_shape": model.in_shape is not None,
+    }
+    return save(path, tree, metadata={**metadata, MODEL_KEY: description})
+
+
+def load_model(
+    path: str | os.PathLike, *, like: PyTree = None
+) -> tuple[Any, PyTree, PyTree]:
+    """Read a model written by :func:`save_model`: ``(model, params, state)``.
+
+    The model is rebuilt with :func:`fnn.nn.from_spec`, which only looks block
+    names up in fnn's registry and calls the registered constructors with the
+    stored plain-data arguments: no stored code is ever executed (a user's own
+    block must be registered with :func:`fnn.nn.register` before loading). The
+    template for the parameters and state is ``model.init`` for the stored
+    ``in_shape`` and dtype, run with ``jax.eval_shape`` (nothing is drawn or
+    allocated), so every leaf is checked as by :func:`load` with ``like``.
+
+    Args:
+      path: a file written by :func:`save_model`.
+      like: optional ``(params, state)`` template to use instead (e.g. to get
+        numpy leaves); its shapes and dtypes must match the file's.
+
+    Returns:
+      ``(model, params, state)``: the model block, its parameters and state
+      (``jax.Array`` leaves with the template built from the model).
+
+    Raises:
+      FileNotFoundError: no file at ``path``.
+      CheckpointError: not a readable checkpoint, not written by
+        :func:`save_model`, an unknown block name or a malformed model
+        description, or parameters that do not fit the model.
+    """
+    from . import nn
+
+    path = Path(path)
+    described = read_metadata(path).get(MODEL_KEY)
+
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path}: the model description ({MODEL_KEY!r} in its metadata) {problem}"
+        )
+
+    if not isinstance(described, dict):
+        raise bad(
+            "is missing: the file was not written by fnn.checkpoint.save_model. "
+            "Load its arrays with fnn.checkpoint.load instead."
+        )
+    spec, in_shape = described.get("spec"), described.get("in_shape")
+    dtype = described.get("dtype")
+    if not _is_shape(in_shape) or not all(in_shape):
+        raise bad(f"has a bad 'in_shape' {in_shape!r}. {_NOT_SAVED}")
+    if dtype not in _MODEL_DTYPES:
+        raise bad(f"has an unknown 'dtype' {dtype!r}. {_NOT_SAVED}")
+    try:
+        model = nn.from_spec(spec)
+    except RecursionError as err:
+        raise bad(f"is nested too deeply to rebuild. {_NOT_SAVED}") from err
+    except (ValueError, TypeError, KeyError) as err:
+        raise bad(
+            f"cannot be rebuilt: {err} If the model uses your own blocks, register "
+            "their constructors with @fnn.nn.register before loading."
+        ) from err
+    if described.get("fixes_in_shape") is True:
+        model = model._replace(in_shape=tuple(in_shape))
+    if like is None:
+        if jax.dtypes.canonicalize_dtype(_dtype_from_name(dtype)) != np.dtype(
+            _dtype_from_name(dtype)
+        ):
+            raise bad(
+                f"says the parameters are {dtype}, which jax turns into 32-bit "
+                "here; load it inside `with jax.enable_x64(True):`."
+            )
+        try:
+            template = _model_template(model, in_shape, dtype)
+        except (ValueError, TypeError) as err:
+            raise bad(
+                f"gives a model that cannot be initialised for in_shape "
+                f"{tuple(in_shape)}: {err} {_NOT_SAVED}"
+            ) from err
+    else:
+        if not isinstance(like, tuple | list) or len(like) != 2:
+            raise ValueError(
+                "load_model: like must be a (params, state) pair, got "
+                f"{type(like).__name__}."
+            )
+        template = {"params": like[0], "state": like[1]}
+    tree = load(path, like=template)
+    return model, tree["params"], tree["state"]

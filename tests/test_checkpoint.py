@@ -899,3 +899,220 @@ def test_save_removes_temp_files_of_dead_writers_only(tmp_path):
     assert names["dead"] not in left
     assert left == {"run.ckpt", *names.values()} - {names["dead"]}
     assert checkpoint.load(path, like={"x": 0}) == {"x": 2}
+
+
+# --------------------------------------------------------------------------- #
+# Models: save_model / load_model
+# --------------------------------------------------------------------------- #
+
+
+def models():
+    """An MLP, a CNN and a residual network (with BatchNorm state), with their
+    per-example input shapes."""
+    from fnn import nn
+
+    mlp = nn.Sequential([nn.Dense(16, "tanh"), nn.Dense(8, "relu"), nn.Dense(3)])
+    cnn = nn.Sequential(
+        [
+            nn.Conv2D(4, 3, padding="SAME"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(6, 2, stride=2),
+            nn.Flatten(),
+            nn.Dense(5),
+        ]
+    )
+    residual = nn.Sequential(
+        [
+            nn.Dense(12, "relu"),
+            nn.Residual(nn.Sequential([nn.Dense(12, "relu"), nn.Dense(12)])),
+            nn.BatchNorm(),
+            nn.Residual(nn.Dense(7, "tanh"), nn.Dense(7)),
+            nn.Dense(4),
+        ]
+    )
+    return {"mlp": (mlp, (6,)), "cnn": (cnn, (8, 8, 2)), "residual": (residual, (5,))}
+
+
+def random_params(model, in_shape, seed, dtype=jnp.float32):
+    """Parameters and state of ``model`` filled with random numbers (running
+    variances positive), built from ``jax.eval_shape`` of its init: other values
+    than any init gives, and nothing to compile."""
+    from fnn import nn
+
+    template = jax.eval_shape(
+        lambda key: nn.init(key, model, in_shape, dtype), jax.random.key(0)
+    )
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        x = rng.standard_normal(leaf.shape)
+        if "var" in jax.tree_util.keystr(path):
+            x = np.abs(x) + 0.5
+        return jnp.asarray(x.astype(leaf.dtype))
+
+    return jax.tree_util.tree_map_with_path(fill, template)
+
+
+def predictor(model):
+    """The model's eval-mode prediction, compiled (the same program everywhere)."""
+    from fnn import nn
+
+    def predict(params, state, x):
+        return nn.forward(model, params, x, state=state)[0]
+
+    return jax.jit(predict)
+
+
+LOAD_AND_PREDICT = """
+import sys
+
+import jax
+
+import fnn
+
+folder, names = sys.argv[1], sys.argv[2:]
+inputs = fnn.checkpoint.load(f"{folder}/inputs.fnn")
+out = {}
+for name in names:
+    model, params, state = fnn.checkpoint.load_model(f"{folder}/{name}.fnn")
+    x = inputs[f"[{name!r}]"]
+    predict = jax.jit(
+        lambda p, s, x, model=model: fnn.nn.forward(model, p, x, state=s)[0]
+    )
+    out[name] = predict(params, state, x)
+fnn.checkpoint.save(f"{folder}/outputs.fnn", out)
+"""
+
+
+def test_models_round_trip_to_identical_predictions_in_a_fresh_process(tmp_path):
+    """save_model, then load_model in a process that imports only fnn: the
+    rebuilt MLP, CNN and residual network predict bit for bit the same."""
+    import subprocess
+    import sys
+
+    import fnn
+    from fnn import nn
+
+    inputs, expected = {}, {}
+    for seed, (name, (model, in_shape)) in enumerate(models().items()):
+        params, state = random_params(model, in_shape, seed)
+        x = np.random.default_rng(10 + seed).standard_normal((9, *in_shape))
+        inputs[name] = x = x.astype(np.float32)
+        expected[name] = predictor(model)(params, state, x)
+        path = checkpoint.save_model(
+            tmp_path / f"{name}.fnn", model, params, state, in_shape=in_shape
+        )
+        described = checkpoint.read_metadata(path)["fnn_model"]
+        assert described["spec"] == nn.to_spec(model)
+        assert described["in_shape"] == list(in_shape)
+        loaded_model, loaded_params, loaded_state = checkpoint.load_model(path)
+        assert nn.to_spec(loaded_model) == nn.to_spec(model)
+        assert_identical(loaded_params, params)
+        assert_identical(loaded_state, state)
+    checkpoint.save(tmp_path / "inputs.fnn", inputs)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
+    subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path), *expected],
+        check=True,
+        env=dict(os.environ, PYTHONPATH=root),
+        timeout=120,
+    )
+    predicted = checkpoint.load(tmp_path / "outputs.fnn")
+    for name, want in expected.items():
+        got = predicted[f"[{name!r}]"]
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert got.tobytes() == np.asarray(want).tobytes(), name
+
+
+def test_mlp_model_keeps_its_input_shape_and_like_template(tmp_path):
+    import fnn
+
+    model = fnn.mlp([4, 6, 2])
+    params, state = random_params(model, (4,), 0)
+    path = checkpoint.save_model(tmp_path / "m.fnn", model, params, state)
+    loaded, loaded_params, _ = checkpoint.load_model(path)
+    assert loaded.in_shape == (4,)
+    assert_identical(loaded_params, params)
+    as_numpy = jax.tree.map(np.asarray, (params, state))
+    _, numpy_params, _ = checkpoint.load_model(path, like=as_numpy)
+    assert type(numpy_params[0]["W"]) is np.ndarray
+    with pytest.raises(ValueError, match="pair"):
+        checkpoint.load_model(path, like=params[0])
+
+
+def test_float64_model_round_trip_under_x64(tmp_path):
+    from fnn import nn
+
+    model = nn.Sequential([nn.Dense(3, "tanh"), nn.Dense(2)])
+    with jax.enable_x64(True):
+        params, state = random_params(model, (4,), 0, jnp.float64)
+        assert params[0]["W"].dtype == jnp.float64
+        path = checkpoint.save_model(
+            tmp_path / "m", model, params, state, in_shape=(4,)
+        )
+        _, loaded, _ = checkpoint.load_model(path)
+        assert_identical(loaded, params)
+    with pytest.raises(checkpoint.CheckpointError, match="enable_x64"):
+        checkpoint.load_model(path)
+
+
+def test_save_model_refuses_what_does_not_fit(tmp_path):
+    from fnn import nn
+
+    model, in_shape = models()["residual"]
+    params, state = random_params(model, in_shape, 0)
+    path = tmp_path / "m"
+    with pytest.raises(ValueError, match="in_shape"):
+        checkpoint.save_model(path, model, params, state)
+    with pytest.raises(ValueError, match="state="):
+        checkpoint.save_model(path, model, params, in_shape=in_shape)
+    with pytest.raises(ValueError, match=r"\['params'\]\[0\]\['W'\].*float32\[5, 12\]"):
+        checkpoint.save_model(path, model, params, state, in_shape=(6,))
+    with pytest.raises(ValueError, match="reserved"):
+        checkpoint.save_model(
+            path, model, params, state, in_shape=in_shape, metadata={"fnn_model": 1}
+        )
+
+    opaque = nn.Sequential([nn.Dense(3, W_init=lambda k, s, d: jnp.ones(s, d))])
+    p, s = random_params(opaque, (2,), 0)
+    with pytest.raises(ValueError, match="register"):
+        checkpoint.save_model(path, opaque, p, s, in_shape=(2,))
+    assert not path.exists()
+
+
+def test_load_model_refuses_foreign_and_altered_descriptions(tmp_path):
+    plain = checkpoint.save(tmp_path / "plain", {"x": 1})
+    with pytest.raises(checkpoint.CheckpointError, match="not written by.*save_model"):
+        checkpoint.load_model(plain)
+
+    model, in_shape = models()["mlp"]
+    params, state = random_params(model, in_shape, 0)
+    path = checkpoint.save_model(
+        tmp_path / "m", model, params, state, in_shape=in_shape
+    )
+    good = path.read_bytes()
+
+    def described(change):
+        path.write_bytes(good)
+        edit_manifest(path, lambda m: change(m["metadata"]["fnn_model"]))
+
+    # A name that is not a registered block (e.g. an attempt to reach code).
+    described(lambda d: d["spec"]["args"]["blocks"][0].update(block="os.system"))
+    with pytest.raises(checkpoint.CheckpointError, match=r"'os\.system'.*register"):
+        checkpoint.load_model(path)
+    described(lambda d: d.update(spec="Sequential"))
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be rebuilt"):
+        checkpoint.load_model(path)
+    described(lambda d: d.update(in_shape=[0]))
+    with pytest.raises(checkpoint.CheckpointError, match="in_shape"):
+        checkpoint.load_model(path)
+    described(lambda d: d.update(dtype="object"))
+    with pytest.raises(checkpoint.CheckpointError, match="dtype"):
+        checkpoint.load_model(path)
+    # A description that disagrees with the stored parameters.
+    described(lambda d: d["spec"]["args"]["blocks"][0]["args"].update(n_out=17))
+    with pytest.raises(checkpoint.CheckpointError, match=r"\['params'\]\[0\]\['W'\]"):
+        checkpoint.load_model(path)
+    described(lambda d: d.update(in_shape=[7]))
+    with pytest.raises(checkpoint.CheckpointError, match=r"\[7, 16\].*\[6, 16\]"):
+        checkpoint.load_model(path)
