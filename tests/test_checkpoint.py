@@ -507,7 +507,9 @@ def test_mismatched_template_names_the_leaf(tmp_path, getkey):
 
     missing = make_tree(getkey)
     missing["params"][0]["gamma"] = jnp.ones(8, jnp.float32)
-    with pytest.raises(ValueError, match=r"\['params'\]\[0\]\['gamma'\] is missing"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"\['params'\]\[0\]\['gamma'\] is missing"
+    ):
         checkpoint.load(path, like=missing)
 
     extra = make_tree(getkey)
