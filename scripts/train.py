@@ -111,13 +111,22 @@ non_negative_float = _flag_type(
 unit_rate = _flag_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` only for flags whose default is a value."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py",
         description="Train an MLP with fnn and save checkpoint, metrics and plot.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--dataset", choices=DATASETS, default="digits", help="data set")
     p.add_argument(
         "--data-dir", help="folder with the IDX files (mnist, fashion_mnist)"
     )
@@ -142,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="weight initialization scheme: " + ", ".join(fnn.initializers.names()),
     )
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer")
     p.add_argument(
         "--lr", type=positive_float, default=1e-3, help="(peak) learning rate, > 0"
     )
@@ -153,9 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="for sgd momentum/nesterov, in [0, 1)",
     )
     p.add_argument(
-        "--weight-decay", type=non_negative_float, default=1e-4, help="for adamw"
+        "--weight-decay", type=non_negative_float, default=1e-4, help="for adamw, >= 0"
     )
-    p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    p.add_argument(
+        "--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule"
+    )
     p.add_argument(
         "--clip",
         type=positive_float,
@@ -169,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"epochs to train (default {DEFAULT_EPOCHS}; on --resume, the saved "
         "value, which a larger one extends)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument(
+        "--batch-size", type=positive_int, default=32, help="examples per step, >= 1"
+    )
     p.add_argument(
         "--dropout",
         type=unit_rate,
@@ -178,15 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop rate in [0, 1): one value for the hidden layers, or one per "
         "layer (the input of each dense layer)",
     )
-    p.add_argument("--l1", type=non_negative_float, default=0.0)
-    p.add_argument("--l2", type=non_negative_float, default=1e-4)
+    p.add_argument(
+        "--l1", type=non_negative_float, default=0.0, help="L1 penalty weight, >= 0"
+    )
+    p.add_argument(
+        "--l2", type=non_negative_float, default=1e-4, help="L2 penalty weight, >= 0"
+    )
     p.add_argument(
         "--patience",
         type=non_negative_int,
         default=15,
         help="early stopping after this many epochs without a lower dev loss; 0 = off",
     )
-    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed, in [0, 2**32)")
     p.add_argument(
         "--grad",
         choices=["autodiff", "manual"],
@@ -324,9 +341,7 @@ def resumed_config(args: argparse.Namespace, given: set[str]) -> tuple[dict, dic
     try:
         saved = fnn.checkpoint.read_metadata(ckpt)
     except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f"--resume {args.resume}: {err}"
-        ) from err
+        raise FileNotFoundError(f"--resume {args.resume}: {err}") from err
     loop = saved.pop("loop", None)
     if not (
         isinstance(loop, dict)
@@ -470,9 +485,7 @@ def run(args: argparse.Namespace, given: set[str]) -> dict:
                 record = {k: loop.history[k][i] for k in saved_loop["history"]}
                 f.write(json.dumps(one_based(record)) + "\n")
 
-    def on_epoch(record, p, s, loop):
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(one_based(record)) + "\n")
+    def save_checkpoint(loop):
         saved = {
             "epoch": loop.epoch,
             "best_params": loop.best_params is not None,
@@ -481,6 +494,14 @@ def run(args: argparse.Namespace, given: set[str]) -> dict:
         fnn.checkpoint.save(
             out / "checkpoint.fnn", loop, metadata={**cfg, "loop": saved}
         )
+
+    def on_epoch(record, p, s, loop):
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(one_based(record)) + "\n")
+        save_checkpoint(loop)
+
+    if loop is not None and out.resolve() != Path(args.resume).resolve():
+        save_checkpoint(loop)  # the new folder can be resumed from at once
 
     n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
     print(
