@@ -109,6 +109,7 @@ def strong_wolfe_line_search(
     c2: float = 0.9,
     max_iters: int = 30,
     max_step: float = 1e10,
+    approx_rtol: float = 1e-6,
 ) -> LineSearchResult:
     """Find a step ``a`` along ``d`` that meets the strong-Wolfe conditions.
 
@@ -116,6 +117,13 @@ def strong_wolfe_line_search(
 
         phi(a) <= phi(0) + c1 * a * phi'(0)          (sufficient decrease)
         |phi'(a)| <= c2 * |phi'(0)|                   (strong curvature)
+
+    or, near a minimum where f's differences reach rounding level and the first
+    test cannot be decided, the approximate Wolfe conditions of Hager and Zhang
+    (2005), which read the slope instead::
+
+        phi(a) <= phi(0) + approx_rtol * |phi(0)|
+        (2 c1 - 1) phi'(0) >= phi'(a),   |phi'(a)| <= c2 |phi'(0)|
 
     Bracketing then zoom (Nocedal & Wright, Alg. 3.5 and 3.6): trial steps double
     from ``init_step`` until an interval containing acceptable steps is bracketed;
@@ -135,6 +143,8 @@ def strong_wolfe_line_search(
       c2: curvature constant, ``c2 < 1`` (0.9 for quasi-Newton, 0.1 for CG).
       max_iters: the most evaluations of ``f``.
       max_step: the largest step tried.
+      approx_rtol: the relative rise of f the approximate Wolfe acceptance
+        tolerates (0 turns it off: strict strong Wolfe).
 
     Returns:
       A :class:`LineSearchResult` (step, value and gradient at the new point,
@@ -142,7 +152,10 @@ def strong_wolfe_line_search(
 
     References:
       seed 003, "Second order methods" (line search); Nocedal & Wright,
-      Alg. 3.5-3.6 and eq. 3.7.
+      Alg. 3.5-3.6 and eq. 3.7; W. W. Hager and H. Zhang, "A new conjugate
+      gradient method with guaranteed descent and an efficient line search",
+      SIAM J. Optim. 16 (2005), the approximate Wolfe conditions (optax's zoom
+      line search accepts them too).
     """
     if not 0 < c1 < c2 < 1:
         raise ValueError(f"line search needs 0 < c1 < c2 < 1, got c1={c1}, c2={c2}.")
@@ -209,17 +222,24 @@ def strong_wolfe_line_search(
             c.a_next,
         )
         f, g, dphi = phi(trial)
-        armijo_fail = f > f0 + c1 * trial * dphi0
+        # Within eps_f = approx_rtol |phi(0)| of each other, values of f are
+        # rounding noise: a point is "too high" only beyond that tolerance, and
+        # the slope decides inside it (Hager and Zhang's updating rules).
+        eps_f = approx_rtol * jnp.abs(f0)
         curvature_ok = jnp.abs(dphi) <= -c2 * dphi0
+        strict_ok = f <= f0 + c1 * trial * dphi0
+        approx_ok = (f <= f0 + eps_f) & (dphi <= (2 * c1 - 1) * dphi0)
+        armijo_fail = ~strict_ok & (f > f0 + eps_f)
+        acceptable = curvature_ok & (strict_ok | approx_ok)
         # Bracketing phase (Alg. 3.5).
-        b_high = armijo_fail | ((c.i > 0) & (f >= c.f_prev))
-        b_accept = ~b_high & curvature_ok
-        b_rising = ~b_high & ~curvature_ok & (dphi >= 0)
+        b_high = armijo_fail | ((c.i > 0) & (f > c.f_prev + eps_f))
+        b_accept = ~b_high & acceptable
+        b_rising = ~b_high & ~acceptable & (dphi >= 0)
         b_zoom = b_high | b_rising
         # Zoom phase (Alg. 3.6).
-        z_high = armijo_fail | (f >= c.f_lo)
-        z_accept = ~z_high & curvature_ok
-        z_flip = ~z_high & ~curvature_ok & (dphi * (c.a_hi - c.a_lo) >= 0)
+        z_high = armijo_fail | (f > c.f_lo + eps_f)
+        z_accept = ~z_high & acceptable
+        z_flip = ~z_high & ~acceptable & (dphi * (c.a_hi - c.a_lo) >= 0)
 
         zoom = c.zooming
         accept = jnp.where(zoom, z_accept, b_accept)
@@ -249,7 +269,7 @@ def strong_wolfe_line_search(
             jnp.where(b_high, dphi, c.dphi_prev),
         )
         # Best point meeting sufficient decrease (the fallback on failure).
-        better = (~armijo_fail) & (f < c.f_best)
+        better = strict_ok & (f < c.f_best)
         better = better | accept
         return Carry(
             i=c.i + 1,
@@ -726,10 +746,13 @@ def lbfgs(
     """Limited-memory BFGS: ``d = -H_k g`` from the last ``m`` pairs ``(s, y)``.
 
     ``H_k g`` comes from the two-loop recursion with ``H_0 = (s.y / y.y) I`` of the
-    newest pair; ``x <- x + a d`` with a strong-Wolfe step (first trial 1, or
-    ``min(1, 1/||g||)`` on the first iteration); then ``s = a d``, ``y = g_new -
-    g`` enter the history (a fixed ``(m, n)`` ring buffer, so the step jits and
-    traces once) when ``s . y > eps ||s|| ||y||``.
+    newest pair; ``x <- x + a d`` with a strong-Wolfe (or approximate Wolfe, see
+    :func:`strong_wolfe_line_search`) step (first trial 1, or ``min(1, 1/||g||)``
+    on the first iteration); then ``s = a d``, ``y = g_new - g`` enter the
+    history (a fixed ``(m, n)`` ring buffer, so the step jits and traces once)
+    when ``s . y > eps ||s|| ||y||``. A failed line search empties the history:
+    the next iteration restarts from the scaled steepest-descent direction
+    instead of repeating the same search.
 
     Args:
       memory_size: ``m >= 1``, the number of pairs kept.
@@ -780,12 +803,13 @@ def lbfgs(
         ok = _curvature_ok(s, y)
         slot = jnp.mod(state.pairs, m)
         sy = jnp.where(ok, jnp.vdot(s, y), 1.0)
+        restart = ls.failed & ~ok
         new = LBFGSState(
             count=state.count + 1,
             S=jnp.where(ok, state.S.at[slot].set(s), state.S),
             Y=jnp.where(ok, state.Y.at[slot].set(y), state.Y),
             rho=jnp.where(ok, state.rho.at[slot].set(1.0 / sy), state.rho),
-            pairs=state.pairs + ok.astype(jnp.int32),
+            pairs=jnp.where(restart, 0, state.pairs + ok.astype(jnp.int32)),
             step_size=ls.step,
             linesearch_failed=ls.failed,
             linesearch_failures=state.linesearch_failures + ls.failed.astype(jnp.int32),
