@@ -425,6 +425,8 @@ def main(argv=None) -> dict:
 
 
 def run(args: argparse.Namespace, given: set[str]) -> dict:
+    """Train as ``args`` say (``given``: the flags on the command line, checked
+    against the saved configuration on ``--resume``); return the summary."""
     saved_loop = None
     if args.resume:
         cfg, saved_loop = resumed_config(args, given)
