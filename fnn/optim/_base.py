@@ -265,6 +265,7 @@ def check_state(
     present: tuple[str, ...] = (),
     absent: tuple[str, ...] = (),
     hint: str = "",
+    call: str = "update",
 ) -> None:
     """Raise ``TypeError`` unless ``state`` is a ``state_type`` made by ``name``.
 
@@ -275,17 +276,18 @@ def check_state(
       present, absent: fields that must be set / ``None`` for this optimizer's
         settings (e.g. ``velocity`` for SGD with momentum).
       hint: the settings that decide those fields, for the message.
+      call: the function that got ``state`` (``update``, or ``observe``).
     """
     if type(state) is not state_type:
         raise TypeError(
-            f"{name}.update got a state made by {state_owner(state)}, but it needs "
-            f"a {state_type.__name__} from {name}.init: pass the state that "
-            f"{name}.init (or the previous {name}.update) returned."
+            f"{name}.{call} got a state made by {state_owner(state)}, but it needs "
+            f"the {state_type.__name__} that {name}.init returns: pass the state "
+            f"that {name}.init (or the previous {name}.update) returned."
         )
     for field in present:
         if getattr(state, field) is None:
             raise TypeError(
-                f"{name}.update got a {state_type.__name__} whose {field} is None: "
+                f"{name}.{call} got a {state_type.__name__} whose {field} is None: "
                 f"it was made by {_STATE_OWNERS.get(state_type, name)} with other "
                 f"settings{hint}. Initialise the state with the optimizer that "
                 f"updates it."
@@ -293,7 +295,7 @@ def check_state(
     for field in absent:
         if getattr(state, field) is not None:
             raise TypeError(
-                f"{name}.update got a {state_type.__name__} with a {field}: it was "
+                f"{name}.{call} got a {state_type.__name__} with a {field}: it was "
                 f"made by {_STATE_OWNERS.get(state_type, name)} with other "
                 f"settings{hint}. Initialise the state with the optimizer that "
                 f"updates it."

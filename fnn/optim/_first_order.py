@@ -289,8 +289,9 @@ def ema_momentum(learning_rate: ScalarOrSchedule, beta: Scalar = 0.9) -> Optimiz
         check_grads(grads, params, state.V)
         lr = raw_learning_rate(learning_rate, state.count)
         V = jax.tree.map(
-            lambda g, v: as_dtype_of(beta, v) * v
-            + as_dtype_of(1 - beta, v) * g.astype(v.dtype),
+            lambda g, v: (
+                as_dtype_of(beta, v) * v + as_dtype_of(1 - beta, v) * g.astype(v.dtype)
+            ),
             grads,
             state.V,
         )
@@ -685,9 +686,7 @@ def _adam_family(
         m_leaves = treedef.flatten_up_to(state.m)
         v_leaves = treedef.flatten_up_to(state.v)
         # Without amsgrad there is no v_max: pass m as a placeholder, unused.
-        vm_leaves = treedef.flatten_up_to(
-            state.v_max if kind == "amsgrad" else state.m
-        )
+        vm_leaves = treedef.flatten_up_to(state.v_max if kind == "amsgrad" else state.m)
         p_leaves = treedef.flatten_up_to(params) if decays else [None] * n
         if decays and weight_decay_mask is not None:
             flags = resolve_mask(weight_decay_mask, params, "weight_decay_mask")
