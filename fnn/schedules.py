@@ -69,7 +69,7 @@ def _check_real(
 
 def _check_rate(name: str, value) -> float | jax.Array:
     """A learning-rate value: a finite number ``>= 0``."""
-    return _check_real(name, value, minimum=0.0)
+    return _check_real(name, value, minimum=0)
 
 
 def _check_int(name: str, value, *, minimum: int) -> int:
@@ -388,7 +388,9 @@ def linear_warmup(
       Goyal et al., "Accurate, Large Minibatch SGD", 2017 (gradual warm-up);
       seed 003, Adaptive Learning rate (increasing learning rate).
     """
-    return linear_schedule(init_value, peak_value, warmup_steps)
+    peak = _check_rate("peak_value", peak_value)
+    W = _check_int("warmup_steps", warmup_steps, minimum=1)
+    return linear_schedule(_check_rate("init_value", init_value), peak, W)
 
 
 def warmup(schedule: Schedule, warmup_steps: int, init_value: float = 0.0) -> Schedule:
