@@ -24,7 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import Optimizer, check_like, check_scalar, check_state, register_state
+from ._base import Optimizer, check_scalar, check_state, register_state
+from ._transforms import check_grads
 
 
 class ReduceOnPlateauState(NamedTuple):
@@ -114,7 +115,7 @@ def reduce_on_plateau(
     def update(updates, state, params=None, *, value=None, **extra):
         del extra
         check_state(state, ReduceOnPlateauState, "reduce_on_plateau")
-        check_like(updates, params, "params", "updates")
+        check_grads(updates, params, what="updates")
         if value is not None:
             state = _observe(config, state, value)
         updates = jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates)

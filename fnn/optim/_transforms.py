@@ -95,8 +95,13 @@ def _first_shape_mismatch(reference: PyTree, other: PyTree):
     return None
 
 
-def check_grads(grads: PyTree, params: PyTree | None, *state_trees: PyTree) -> None:
+def check_grads(
+    grads: PyTree, params: PyTree | None, *state_trees: PyTree, what: str = "grads"
+) -> None:
     """Check ``grads`` against ``params`` and the per-parameter trees of a state.
+
+    ``what`` names ``grads`` in the messages (``"updates"`` for a transform that
+    comes after another in a chain).
 
     Structures and leaf shapes must agree (shapes are static, so under ``jit``
     this costs nothing at run time).
@@ -107,13 +112,13 @@ def check_grads(grads: PyTree, params: PyTree | None, *state_trees: PyTree) -> N
     """
     for tree in state_trees:
         if tree is not None:
-            check_same_structure(tree, grads, "grads", "the optimizer state")
-    check_like(grads, params, "params", "grads")
+            check_same_structure(tree, grads, what, "the optimizer state")
+    check_like(grads, params, "params", what)
     if params is not None:
         bad = _first_shape_mismatch(params, grads)
         if bad is not None:
             raise ValueError(
-                f"grads leaf {bad[0]} has shape {bad[2]}, but the params leaf there "
+                f"{what} leaf {bad[0]} has shape {bad[2]}, but the params leaf there "
                 f"has shape {bad[1]}: each gradient must have its parameter's shape."
             )
     for tree in state_trees:
@@ -122,7 +127,7 @@ def check_grads(grads: PyTree, params: PyTree | None, *state_trees: PyTree) -> N
         bad = _first_shape_mismatch(tree, grads)
         if bad is not None:
             raise ValueError(
-                f"grads leaf {bad[0]} has shape {bad[2]}, but the optimizer state "
+                f"{what} leaf {bad[0]} has shape {bad[2]}, but the optimizer state "
                 f"leaf there has shape {bad[1]}: the state was initialised for "
                 f"other parameters, or the gradient has the wrong shape."
             )
@@ -557,7 +562,7 @@ def masked(optimizer: Optimizer, mask: Mask) -> Optimizer:
 
     def update(grads, state, params=None, **extra):
         check_state(state, MaskedState, "masked")
-        check_like(grads, params, "params", "grads")
+        check_grads(grads, params)
         flags = resolve_mask(mask, grads)
         sub_params = None if params is None else _select(params, flags)
         sub_updates, inner = optimizer.update(
@@ -631,7 +636,7 @@ def partition(
                 f"{sorted(map(repr, state.inner_states))}, but this partition has "
                 f"{sorted(map(repr, transforms))}: it was made by another partition."
             )
-        check_like(grads, params, "params", "grads")
+        check_grads(grads, params)
         lab = leaf_labels(grads)
         leaves, treedef = jax.tree.flatten(grads)
         out = list(leaves)
@@ -694,7 +699,7 @@ def skip_if_nonfinite(optimizer: Optimizer) -> Optimizer:
 
     def update(grads, state, params=None, **extra):
         check_state(state, SkipIfNonfiniteState, "skip_if_nonfinite")
-        check_like(grads, params, "params", "grads")
+        check_grads(grads, params)
         leaves = jax.tree.leaves(grads)
         finite = jnp.ones([], jnp.bool_)
         for g in leaves:
