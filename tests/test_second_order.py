@@ -376,6 +376,7 @@ def test_numpy_and_jax_scalars_are_accepted():
     assert isinstance(conjugate_gradient(restart=np.int32(4)), Optimizer)
 
 
+@pytest.mark.slow  # test_optim_precision covers each factory in both dtypes
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_sixteen_bit_parameters_work_in_float32(dtype):
     # A bfloat16 Hessian cannot even be solved (no LAPACK routine); the flat
