@@ -13,6 +13,21 @@ Invariants:
     count (int32) lives inside it, so ``(params, state)`` is enough to resume.
   * ``jax.eval_shape(opt.update, grads, state, params)[1]`` has the same avals as
     ``state``: a jitted step traces once.
+  * per-parameter state leaves (moments, accumulators, velocities) are kept in the
+    parameter's *accumulation dtype* (:func:`accumulation_dtype`): float32 for
+    bfloat16, float16 and narrower floats, the parameter's own dtype otherwise;
+    updates come back in the gradients' dtype.
+  * factories check their hyperparameters up front with one helper,
+    :func:`check_scalar`: Python numbers, NumPy scalars and 0-d JAX arrays are
+    accepted, must be finite and in range (learning rates ``>= 0``; a schedule is
+    evaluated at count 0 on the host and its value checked), and are stored as
+    Python numbers, so an array hyperparameter gives the same bits as the Python
+    number. A traced value (a hyperparameter passed into ``jit``) cannot be
+    checked and is used as given.
+  * ``update`` checks, at trace time only, that ``state`` was made by the same
+    optimizer (``TypeError`` naming the optimizer that made it) and that the
+    gradients have the structure and leaf shapes of the parameters
+    (``ValueError`` naming the key path and both shapes).
 
 The names follow optax's (``learning_rate``, ``b1``, ``b2``, ``eps``, ...) so that
 code moves between the two libraries.

@@ -727,6 +727,12 @@ def adam(
     for ``m, v``); the ``eps^`` is a typo for the corrected second moment ``r^``,
     and its ``delta`` inside the root differs from the paper's, which fnn follows.
 
+    For bfloat16 and float16 parameters ``m``, ``v`` and the bias corrections are
+    kept and computed in float32 (in bfloat16, ``b2 = 0.999`` rounds to 1 and
+    ``1 - b2^t`` to 0; in float16, ``eps = 1e-8`` rounds to 0); the update is
+    rounded to the gradient's dtype. The same holds for every member of the
+    family (``adamw``, ``adamax``, ``nadam``, ``amsgrad``).
+
     Args:
       learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       b1: first-moment decay in ``[0, 1)``.
