@@ -13,7 +13,12 @@ A missing ``params``, ``value`` or ``value_fn`` raises ``TypeError``.
 
 Invariants:
   * the methods work on the flattened parameter vector ``x = ravel(params)`` (all
-    leaves should share one float dtype); matrices and histories take that dtype.
+    leaves should share one float dtype); matrices, histories, line searches and
+    step sizes take that dtype, or float32 for 16-bit (bfloat16, float16)
+    parameters, whose updates are rounded back to the parameter dtype.
+  * ``update`` refuses (``TypeError``) a state made by another optimizer, and
+    gradients whose structure or leaf shapes differ from the parameters'
+    (``ValueError`` naming the key path).
   * ``updates = unravel(step * direction)``: ``params + updates`` is the point the
     line search accepted.
   * states are NamedTuples with fixed dtypes, an int32 ``count``, the last
@@ -35,7 +40,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from ._base import Optimizer, apply_updates, check_like, check_params
+from ._base import (
+    Optimizer,
+    accumulation_dtype,
+    apply_updates,
+    check_like,
+    check_params,
+    check_scalar,
+    check_state,
+    register_state,
+)
+from ._transforms import check_grads
 
 PyTree = Any
 ValueFn = Callable[[PyTree], jax.Array]
@@ -321,11 +336,21 @@ def _require(name, params, value, value_fn, need_value=True):
         )
 
 
+def _ravel(params):
+    """``(x, unravel)``: the flat parameters in their accumulation dtype (float32
+    for 16-bit parameters) and the map back to a pytree of the params' dtypes."""
+    x, unravel = ravel_pytree(params)
+    acc = accumulation_dtype(x.dtype)
+    return x.astype(acc), lambda v: unravel(jnp.asarray(v).astype(x.dtype))
+
+
 def _flatten(name, grads, params, grad):
     check_like(params, grads, "grads", "params")
+    check_grads(grads, params)
     if grad is not None:
         check_like(params, grad, "grad", "params")
-    x, unravel = ravel_pytree(params)
+        check_grads(grad, params)
+    x, unravel = _ravel(params)
     g = ravel_pytree(grads)[0].astype(x.dtype)
     return x, g, unravel
 
@@ -359,16 +384,15 @@ def _descent_or_steepest(d, g):
 
 
 def _check_c(c1, c2):
-    for name, c in (("c1", c1), ("c2", c2)):
-        if not isinstance(c, int | float) or isinstance(c, bool):
-            raise ValueError(f"{name} must be a number, got {c!r}.")
-    if not 0 < c1 < c2 < 1:
+    c1 = check_scalar("c1", c1, lo=0, hi=1, lo_open=True, hi_open=True, concrete=True)
+    c2 = check_scalar("c2", c2, lo=0, hi=1, lo_open=True, hi_open=True, concrete=True)
+    if not c1 < c2:
         raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1!r}, c2={c2!r}.")
+    return c1, c2
 
 
 def _check_pos_int(name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return check_scalar(name, value, lo=minimum, integer=True)
 
 
 # ----------------------------------------------------------------------------------
@@ -419,14 +443,13 @@ def newton(
     References:
       seed 003, "Second order methods: Newton"; Nocedal & Wright, sec. 3.3.
     """
-    if not isinstance(damping, int | float) or isinstance(damping, bool) or damping < 0:
-        raise ValueError(f"damping must be a number >= 0, got {damping!r}.")
-    _check_c(c1, c2)
-    _check_pos_int("max_linesearch_iters", max_linesearch_iters)
+    damping = check_scalar("damping", damping, lo=0)
+    c1, c2 = _check_c(c1, c2)
+    max_linesearch_iters = _check_pos_int("max_linesearch_iters", max_linesearch_iters)
 
     def init(params):
         check_params(params)
-        x, _ = ravel_pytree(params)
+        x, _ = _ravel(params)
         return NewtonState(
             count=jnp.zeros((), jnp.int32),
             step_size=jnp.zeros((), x.dtype),
@@ -436,6 +459,7 @@ def newton(
         )
 
     def update(grads, state, params=None, *, value=None, grad=None, value_fn=None):
+        check_state(state, NewtonState, "newton")
         _require("newton", params, value, value_fn, need_value=linesearch)
         x, g, unravel = _flatten("newton", grads, params, grad)
         vg = _flat_value_and_grad(value_fn, unravel, x.dtype)
@@ -525,13 +549,13 @@ def conjugate_gradient(
             f"method must be 'polak_ribiere' or 'fletcher_reeves', got {method!r}."
         )
     if restart is not None:
-        _check_pos_int("restart", restart)
-    _check_c(c1, c2)
-    _check_pos_int("max_linesearch_iters", max_linesearch_iters)
+        restart = _check_pos_int("restart", restart)
+    c1, c2 = _check_c(c1, c2)
+    max_linesearch_iters = _check_pos_int("max_linesearch_iters", max_linesearch_iters)
 
     def init(params):
         check_params(params)
-        x, _ = ravel_pytree(params)
+        x, _ = _ravel(params)
         return ConjugateGradientState(
             count=jnp.zeros((), jnp.int32),
             g_prev=jnp.zeros_like(x),
@@ -543,6 +567,7 @@ def conjugate_gradient(
         )
 
     def update(grads, state, params=None, *, value=None, grad=None, value_fn=None):
+        check_state(state, ConjugateGradientState, "conjugate_gradient")
         _require("conjugate_gradient", params, value, value_fn)
         x, g, unravel = _flatten("conjugate_gradient", grads, params, grad)
         vg = _flat_value_and_grad(value_fn, unravel, x.dtype)
@@ -632,12 +657,12 @@ def bfgs(
       seed 003, "Second order methods: Quasi Newton, BFGS (approximating H^-1)";
       Nocedal & Wright, Alg. 6.1 and eq. 6.17.
     """
-    _check_c(c1, c2)
-    _check_pos_int("max_linesearch_iters", max_linesearch_iters)
+    c1, c2 = _check_c(c1, c2)
+    max_linesearch_iters = _check_pos_int("max_linesearch_iters", max_linesearch_iters)
 
     def init(params):
         check_params(params)
-        x, _ = ravel_pytree(params)
+        x, _ = _ravel(params)
         return BFGSState(
             count=jnp.zeros((), jnp.int32),
             H=jnp.eye(x.size, dtype=x.dtype),
@@ -648,6 +673,7 @@ def bfgs(
         )
 
     def update(grads, state, params=None, *, value=None, grad=None, value_fn=None):
+        check_state(state, BFGSState, "bfgs")
         _require("bfgs", params, value, value_fn)
         x, g, unravel = _flatten("bfgs", grads, params, grad)
         vg = _flat_value_and_grad(value_fn, unravel, x.dtype)
@@ -767,14 +793,14 @@ def lbfgs(
       seed 003, "Second order methods: Quasi Newton, L-BFGS"; Nocedal & Wright,
       Alg. 7.4-7.5.
     """
-    _check_pos_int("memory_size", memory_size)
-    _check_c(c1, c2)
-    _check_pos_int("max_linesearch_iters", max_linesearch_iters)
+    memory_size = _check_pos_int("memory_size", memory_size)
+    c1, c2 = _check_c(c1, c2)
+    max_linesearch_iters = _check_pos_int("max_linesearch_iters", max_linesearch_iters)
     m = memory_size
 
     def init(params):
         check_params(params)
-        x, _ = ravel_pytree(params)
+        x, _ = _ravel(params)
         return LBFGSState(
             count=jnp.zeros((), jnp.int32),
             S=jnp.zeros((m, x.size), x.dtype),
@@ -788,6 +814,7 @@ def lbfgs(
         )
 
     def update(grads, state, params=None, *, value=None, grad=None, value_fn=None):
+        check_state(state, LBFGSState, "lbfgs")
         _require("lbfgs", params, value, value_fn)
         x, g, unravel = _flatten("lbfgs", grads, params, grad)
         vg = _flat_value_and_grad(value_fn, unravel, x.dtype)
@@ -850,7 +877,11 @@ class MinimizeResult(NamedTuple):
 
 def _global_norm(tree):
     leaves = jax.tree.leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.abs(x) ** 2) for x in leaves))
+    return jnp.sqrt(
+        sum(
+            jnp.sum(jnp.abs(x.astype(accumulation_dtype(x.dtype))) ** 2) for x in leaves
+        )
+    )
 
 
 def minimize(
@@ -890,10 +921,8 @@ def minimize(
       seed 003, "Second order methods"; Nocedal & Wright, ch. 3 (line-search
       methods and their stopping test).
     """
-    if not isinstance(max_iters, int) or isinstance(max_iters, bool) or max_iters < 0:
-        raise ValueError(f"max_iters must be an integer >= 0, got {max_iters!r}.")
-    if not isinstance(tol, int | float) or isinstance(tol, bool) or tol < 0:
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}.")
+    max_iters = check_scalar("max_iters", max_iters, lo=0, integer=True)
+    tol = check_scalar("tol", tol, lo=0)
     check_params(params)
     vg = jax.value_and_grad(value_fn)
     state = optimizer.init(params)
@@ -930,3 +959,9 @@ def minimize(
         linesearch_failed=failed,
         state=state,
     )
+
+
+register_state(NewtonState, "newton")
+register_state(ConjugateGradientState, "conjugate_gradient")
+register_state(BFGSState, "bfgs")
+register_state(LBFGSState, "lbfgs")
