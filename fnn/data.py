@@ -116,7 +116,7 @@ def _as_host(A, arg: str, name: str) -> np.ndarray:
     """``A`` as a numpy array (no copy for numpy arrays and memmaps), numeric, with a
     batch axis."""
     A = np.asarray(A)
-    if not (np.issubdtype(A.dtype, np.number) or A.dtype == np.bool_):
+    if not (jnp.issubdtype(A.dtype, jnp.number) or A.dtype == np.bool_):
         raise ValueError(
             f"{arg} in the {name} has dtype {A.dtype}; pass a numeric array "
             f"(e.g. np.asarray({arg}, dtype=np.float32))."
@@ -130,7 +130,7 @@ def _as_host(A, arg: str, name: str) -> np.ndarray:
 
 
 def _check_finite(A: np.ndarray, arg: str, name: str, what: str) -> None:
-    if not np.issubdtype(A.dtype, np.inexact):
+    if not jnp.issubdtype(A.dtype, jnp.inexact):
         return  # integers and booleans are always finite
     bad = _first_bad(A, lambda b: ~np.isfinite(b))
     if bad is not None:
@@ -238,7 +238,7 @@ def check_examples(
     loss_name = "the loss" if loss_obj is None else loss_obj.name
     k = n_outputs
     if kind == "softmax":
-        if np.issubdtype(y.dtype, np.integer):
+        if jnp.issubdtype(y.dtype, jnp.integer):
             if y.ndim == 1:
                 hi = None if k is None else k - 1
                 bad = _first_bad(
@@ -320,7 +320,7 @@ def _as_matrix(X: ArrayLike, name: str, fit: str, min_rows: int = 1) -> jax.Arra
     ``X`` is checked to be finite (``fit`` names the caller in the message)."""
     if not isinstance(X, jax.core.Tracer):  # under jit the statistics are not checked
         X_host = np.asarray(X)
-        if X_host.ndim == 2 and np.issubdtype(X_host.dtype, np.inexact):
+        if X_host.ndim == 2 and jnp.issubdtype(X_host.dtype, jnp.inexact):
             bad = _first_bad(X_host, lambda b: ~np.isfinite(b))
             if bad is not None:
                 row, (col,), value = bad

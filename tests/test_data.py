@@ -446,3 +446,13 @@ def test_check_examples_reads_a_memmap_in_blocks(tmp_path, monkeypatch):
         _check(X)
     assert max(s[0] for s in seen) == 64  # never the whole array at once
     assert sum(s[0] for s in seen) == 960  # stopped at the block holding the NaN
+
+
+def test_check_examples_low_precision_inputs():
+    X = np.ones((6, 2), jnp.bfloat16)
+    data.check_examples(X, np.zeros(6, np.int8), loss="cross_entropy", n_outputs=2)
+    X[4, 1] = np.inf
+    with pytest.raises(ValueError, match=r"row 4 of X .* holds inf \(column 1\)"):
+        data.check_examples(X.astype(jnp.bfloat16))
+    with pytest.raises(ValueError, match=r"row 4 of X .* holds inf"):
+        data.check_examples(X.astype(np.float16))
