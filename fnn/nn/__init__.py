@@ -15,6 +15,8 @@ from ._conv import MaxPool2D as MaxPool2D
 from ._dense import Activation as Activation
 from ._dense import Dense as Dense
 from ._dropout import Dropout as Dropout
+from ._embedding import Embedding as Embedding
+from ._embedding import PositionalEmbedding as PositionalEmbedding
 from ._maxout import Maxout as Maxout
 from ._network import backward as backward
 from ._network import forward as forward
@@ -22,4 +24,5 @@ from ._network import init as init
 from ._network import loss_and_grad as loss_and_grad
 from ._norm import BatchNorm as BatchNorm
 from ._norm import LayerNorm as LayerNorm
+from ._norm import RMSNorm as RMSNorm
 from ._prelu import PReLU as PReLU

@@ -1,0 +1,223 @@
+"""Embeddings and sequence normalization: manual backward against jax.vjp and
+central finite differences, in float64."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fnn import nn
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def check_block_grads(block, x, *, key, perturb=0.3, fd_eps=1e-6, train=False):
+    """Hand backward vs jax.vjp (relative error per leaf) and vs central finite
+    differences along a random direction per leaf; float64. Returns a dict
+    ``{leaf name: (vjp error, fd error)}``; an integer ``x`` gets no input entry
+    (its cotangent must be float0)."""
+    k_init, k_pert, k_dy, k_dir, k_fwd = jax.random.split(key, 5)
+    x = jnp.asarray(x)
+    params, state, out_shape = block.init(k_init, x.shape[1:], jnp.float64)
+    leaves, tdef = jax.tree.flatten(params)
+    leaves = [
+        p + perturb * jax.random.normal(jax.random.fold_in(k_pert, i), p.shape, p.dtype)
+        for i, p in enumerate(leaves)
+    ]
+    params = jax.tree.unflatten(tdef, leaves)
+
+    def f(p, a):
+        return block.forward(p, state, a, k_fwd, train)[0]
+
+    y, _, cache = block.forward(params, state, x, k_fwd, train)
+    assert y.shape == (x.shape[0], *out_shape)
+    dy = jax.random.normal(k_dy, y.shape, y.dtype)
+    dparams, dx = block.backward(params, cache, dy)
+    assert jax.tree.structure(dparams) == jax.tree.structure(params)
+    dparams_auto, dx_auto = jax.vjp(f, params, x)[1](dy)
+    x_float = jnp.issubdtype(x.dtype, jnp.floating)
+    if not x_float:
+        assert dx.dtype == jax.dtypes.float0 and dx.shape == x.shape
+
+    def fd(direction_p, direction_x):
+        def value(t):
+            p = jax.tree.map(lambda a, v: a + t * v, params, direction_p)
+            a = x + t * direction_x if x_float else x
+            return jnp.sum(f(p, a) * dy)
+
+        return (value(fd_eps) - value(-fd_eps)) / (2 * fd_eps)
+
+    zeros_p = jax.tree.map(jnp.zeros_like, params)
+    results = {}
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    flat_g, flat_a = jax.tree.leaves(dparams), jax.tree.leaves(dparams_auto)
+    for i, ((path, p), g, ga) in enumerate(zip(paths, flat_g, flat_a, strict=True)):
+        assert g.shape == p.shape and g.dtype == p.dtype
+        v = jax.random.normal(jax.random.fold_in(k_dir, i), p.shape, p.dtype)
+        dirs = jax.tree.unflatten(
+            tdef, [v if j == i else z for j, z in enumerate(jax.tree.leaves(zeros_p))]
+        )
+        results[jax.tree_util.keystr(path)] = (
+            _rel(g, ga),
+            _rel(jnp.sum(g * v), fd(dirs, jnp.zeros_like(x) if x_float else None)),
+        )
+    if x_float:
+        v = jax.random.normal(jax.random.fold_in(k_dir, 10**6), x.shape, x.dtype)
+        results["x"] = (_rel(dx, dx_auto), _rel(jnp.sum(dx * v), fd(zeros_p, v)))
+    return results
+
+
+def assert_grads_ok(results, vjp_tol=1e-10, fd_tol=1e-7):
+    for name, (e_vjp, e_fd) in results.items():
+        assert e_vjp <= vjp_tol, f"{name}: backward vs jax.vjp rel. error {e_vjp:.2e}"
+        assert e_fd <= fd_tol, f"{name}: backward vs finite diff. rel. error {e_fd:.2e}"
+
+
+# --- token embedding ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("m", "T", "V", "d"), [(3, 5, 4, 3), (2, 1, 7, 2), (4, 6, 2, 5)]
+)
+def test_embedding_backward_scatter_adds(m, T, V, d):
+    """dW = Σ of dY over the positions holding each id: vjp and finite differences,
+    with few ids so that ids repeat within and across sequences."""
+    with jax.enable_x64(True):
+        key = jax.random.key(m * 100 + T)
+        ids = jax.random.randint(jax.random.fold_in(key, 7), (m, T), 0, V)
+        assert_grads_ok(check_block_grads(nn.Embedding(V, d), ids, key=key))
+
+
+def test_embedding_repeated_ids_accumulate():
+    """Id 1 read three times gets the sum of its three errors; unread rows get 0."""
+    block = nn.Embedding(4, 2)
+    with jax.enable_x64(True):
+        params, _, _ = block.init(jax.random.key(0), (3,), jnp.float64)
+        ids = jnp.array([[1, 1, 0], [3, 1, 0]])
+        y, _, cache = block.forward(params, {}, ids, None, False)
+        np.testing.assert_array_equal(y, params["W"][np.asarray(ids)])
+        dy = jnp.arange(12.0, dtype=jnp.float64).reshape(2, 3, 2)
+        grads, dx = block.backward(params, cache, dy)
+        expected = np.zeros((4, 2))
+        for b in range(2):
+            for t in range(3):
+                expected[int(ids[b, t])] += np.asarray(dy[b, t])
+        np.testing.assert_array_equal(grads["W"], expected)
+        assert not np.any(np.asarray(grads["W"][2]))
+        assert dx.dtype == jax.dtypes.float0 and dx.shape == ids.shape
+
+
+def test_embedding_under_jit():
+    """Forward and backward compile; the float0 input cotangent comes back out."""
+    block = nn.Embedding(5, 3)
+    params, _, _ = block.init(jax.random.key(0), (4,), jnp.float32)
+    ids = jnp.array([[0, 4, 4, 2]])
+
+    @jax.jit
+    def step(params, ids, dy):
+        _, _, cache = block.forward(params, {}, ids, None, False)
+        return block.backward(params, cache, dy)
+
+    grads, dx = step(params, ids, jnp.ones((1, 4, 3)))
+    np.testing.assert_allclose(grads["W"][4], 2 * np.ones(3))
+    assert dx.shape == ids.shape
+
+
+def test_embedding_rejects_bad_ids():
+    block = nn.Embedding(5, 3)
+    params, _, _ = block.init(jax.random.key(0), (2,), jnp.float32)
+    with pytest.raises(ValueError, match=r"\[0, 5\).*\[0, 5\]"):
+        block.forward(params, {}, jnp.array([[0, 5]]), None, False)
+    with pytest.raises(ValueError, match="integer ids"):
+        block.forward(params, {}, jnp.array([[0.0, 1.0]]), None, False)
+    with pytest.raises(ValueError, match="positive int"):
+        nn.Embedding(0, 3)
+
+
+# --- positional embedding ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("m", "T", "max_len", "d"), [(3, 4, 6, 3), (2, 1, 1, 2), (2, 5, 5, 4)]
+)
+def test_positional_embedding_backward(m, T, max_len, d):
+    """dX = dY, dP[:T] = Σ_b dY[b], rows t ≥ T of dP are zero."""
+    with jax.enable_x64(True):
+        key = jax.random.key(T)
+        x = jax.random.normal(jax.random.fold_in(key, 9), (m, T, d), jnp.float64)
+        block = nn.PositionalEmbedding(max_len, d)
+        assert_grads_ok(check_block_grads(block, x, key=key))
+        params, _, _ = block.init(key, (T, d), jnp.float64)
+        y, _, cache = block.forward(params, {}, x, None, False)
+        np.testing.assert_array_equal(y, x + params["P"][None, :T])
+        grads, _ = block.backward(params, cache, jnp.ones_like(x))
+        assert not np.any(np.asarray(grads["P"][T:]))
+
+
+def test_positional_embedding_too_long():
+    block = nn.PositionalEmbedding(4, 2)
+    with pytest.raises(ValueError, match="T ≤ 4"):
+        block.init(jax.random.key(0), (5, 2), jnp.float32)
+    params, _, _ = block.init(jax.random.key(0), (4, 2), jnp.float32)
+    with pytest.raises(ValueError, match=r"got \(6, 2\)"):
+        block.forward(params, {}, jnp.zeros((1, 6, 2)), None, False)
+    y, _, _ = block.forward(params, {}, jnp.zeros((1, 3, 2)), None, False)
+    assert y.shape == (1, 3, 2)
+
+
+# --- normalization and dense layers over the last axis of sequences ----------------
+SEQ_BLOCKS = [
+    ("rmsnorm", lambda d: nn.RMSNorm()),
+    ("layernorm_last", lambda d: nn.LayerNorm(axis=-1)),
+    ("dense", lambda d: nn.Dense(3, "tanh")),
+    ("dense_gelu", lambda d: nn.Dense(2 * d, "gelu")),
+    ("activation", lambda d: nn.Activation("tanh")),
+]
+
+
+@pytest.mark.parametrize("T", [1, 4])
+@pytest.mark.parametrize(("name", "make"), SEQ_BLOCKS, ids=[c[0] for c in SEQ_BLOCKS])
+def test_sequence_blocks_backward(name, make, T):
+    """Blocks on (m, T, d) map the last axis: backward vs vjp and finite diffs."""
+    d = 4
+    with jax.enable_x64(True):
+        key = jax.random.key(T)
+        x = jax.random.normal(jax.random.fold_in(key, 9), (3, T, d), jnp.float64)
+        assert_grads_ok(check_block_grads(make(d), x, key=key))
+
+
+def test_sequence_blocks_act_per_position():
+    """On (m, T, d), Dense, LayerNorm(axis=-1) and RMSNorm give at every position
+    what they give to that position's vector as a flat (m·T, d) batch."""
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(1), (2, 3, 4), jnp.float64)
+        flat = x.reshape(6, 4)
+        for block in (nn.Dense(5, "relu"), nn.LayerNorm(axis=-1), nn.RMSNorm()):
+            params, _, _ = block.init(jax.random.key(2), (4,), jnp.float64)
+            y_seq = block.forward(params, {}, x, None, False)[0]
+            y_flat = block.forward(params, {}, flat, None, False)[0]
+            np.testing.assert_allclose(y_seq.reshape(6, -1), y_flat, rtol=1e-13)
+
+
+def test_rmsnorm_forward_formula():
+    """y = γ x / √(mean(x²) + ε) over the last axis."""
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(3), (2, 3, 5), jnp.float64)
+        block = nn.RMSNorm(eps=1e-6)
+        params, _, out_shape = block.init(jax.random.key(0), (3, 5), jnp.float64)
+        assert out_shape == (3, 5) and params["gamma"].shape == (5,)
+        gamma = jnp.linspace(0.5, 1.5, 5, dtype=jnp.float64)
+        y = block.forward({"gamma": gamma}, {}, x, None, False)[0]
+        xn = np.asarray(x)
+        ref = np.asarray(gamma) * xn / np.sqrt((xn**2).mean(-1, keepdims=True) + 1e-6)
+        np.testing.assert_allclose(y, ref, rtol=1e-13)
+
+
+def test_layernorm_last_axis_params_and_errors():
+    block = nn.LayerNorm(axis=-1)
+    params, _, out_shape = block.init(jax.random.key(0), (7, 4), jnp.float32)
+    assert params["gamma"].shape == (4,) and out_shape == (7, 4)
+    with pytest.raises(ValueError, match="None or -1"):
+        nn.LayerNorm(axis=1)
+    with pytest.raises(ValueError, match=r"\(m, \.\.\., 4\)"):
+        block.forward(params, {}, jnp.zeros((2, 7, 3)), None, False)
