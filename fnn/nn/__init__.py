@@ -5,6 +5,9 @@ A model is a list of blocks; ``init``, ``forward``, ``backward`` and
 ``fnn.apply``, ``fnn.loss``, ``fnn.backprop``) are built on these blocks.
 """
 
+from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._attention import attention_backward as attention_backward
+from ._attention import attention_forward as attention_forward
 from ._block import Block as Block
 from ._block import ShapeError as ShapeError
 from ._block import stateless as stateless
