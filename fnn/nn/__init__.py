@@ -29,3 +29,9 @@ from ._norm import BatchNorm as BatchNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
 from ._prelu import PReLU as PReLU
+from ._recurrent import GRU as GRU
+from ._recurrent import LSTM as LSTM
+from ._recurrent import gru_backward as gru_backward
+from ._recurrent import gru_forward as gru_forward
+from ._recurrent import lstm_backward as lstm_backward
+from ._recurrent import lstm_forward as lstm_forward
