@@ -237,3 +237,70 @@ def test_layernorm_last_axis_params_and_errors():
         nn.LayerNorm(axis=1)
     with pytest.raises(ValueError, match=r"\(m, \.\.\., 4\)"):
         block.forward(params, {}, jnp.zeros((2, 7, 3)), None, False)
+
+
+# --- token-mean cross-entropy on sequence logits ------------------------------------
+def _seq_ce_numpy(Z, y, mask):
+    """−mean over real tokens of log softmax(Z)[y], token by token in numpy."""
+    Z, y, mask = np.asarray(Z), np.asarray(y), np.asarray(mask)
+    total, count = 0.0, 0
+    for b in range(Z.shape[0]):
+        for t in range(Z.shape[1]):
+            if mask[b, t]:
+                z = Z[b, t] - Z[b, t].max()
+                total -= z[y[b, t]] - np.log(np.exp(z).sum())
+                count += 1
+    return total / max(count, 1)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "tokens", "sequences"])
+def test_sequence_cross_entropy_value_and_fused_grad(mask_kind):
+    """J is the mean over real tokens; grad = w·(softmax(Z) − onehot(y))/N equals
+    jax.grad of J, for integer and one-hot targets."""
+    from fnn._seqloss import sequence_cross_entropy
+
+    loss = sequence_cross_entropy()
+    assert loss.fused_output == "softmax"
+    with jax.enable_x64(True):
+        key = jax.random.key(0)
+        m, T, V = 3, 4, 5
+        Z = 3 * jax.random.normal(key, (m, T, V), jnp.float64)
+        y = jax.random.randint(jax.random.fold_in(key, 1), (m, T), 0, V)
+        mask = {
+            "none": None,
+            "tokens": jnp.array([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]], bool),
+            "sequences": jnp.array([True, False, True]),
+        }[mask_kind]
+        if mask is None:
+            full = np.ones((m, T), bool)
+        else:
+            full = np.broadcast_to(np.asarray(mask).reshape(m, -1), (m, T))
+        J = loss.fn(Z, y, mask)
+        np.testing.assert_allclose(J, _seq_ce_numpy(Z, y, full), rtol=1e-13)
+        dZ = loss.grad(Z, y, mask)
+        np.testing.assert_allclose(dZ, jax.grad(loss.fn)(Z, y, mask), rtol=1e-12)
+        onehot = jax.nn.one_hot(y, V, dtype=jnp.float64)
+        np.testing.assert_allclose(loss.fn(Z, onehot, mask), J, rtol=1e-14)
+        np.testing.assert_allclose(loss.grad(Z, onehot, mask), dZ, rtol=1e-14)
+        P = np.asarray(jax.nn.softmax(Z, axis=-1))
+        expected = (P - np.asarray(onehot)) * full[..., None] / full.sum()
+        np.testing.assert_allclose(dZ, expected, rtol=1e-12, atol=1e-16)
+
+
+def test_sequence_cross_entropy_all_masked_and_errors():
+    from fnn._seqloss import sequence_cross_entropy
+
+    loss = sequence_cross_entropy()
+    Z = jnp.zeros((2, 3, 4))
+    y = jnp.zeros((2, 3), jnp.int32)
+    mask = jnp.zeros((2, 3), bool)
+    assert float(loss.fn(Z, y, mask)) == 0.0
+    assert not np.any(np.asarray(loss.grad(Z, y, mask)))
+    grad = jax.jit(loss.grad)(Z, y, None)
+    np.testing.assert_allclose(grad[0, 0], (np.full(4, 0.25) - [1, 0, 0, 0]) / 6)
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        loss.fn(Z, y.at[0, 0].set(4))
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        loss.fn(Z, jnp.zeros((2,), jnp.int32))
+    with pytest.raises(ValueError, match="one flag per token"):
+        loss.fn(Z, y, jnp.ones((3, 2), bool))
