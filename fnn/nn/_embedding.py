@@ -76,7 +76,8 @@ def Embedding(vocab_size: int, dim: int, *, W_init=None) -> Block:
         if ids.ndim < 1:
             raise ShapeError(f"Embedding expects ids (m, T), got shape {ids.shape}")
         if not isinstance(ids, jax.core.Tracer) and ids.size:
-            lo, hi = int(jnp.min(ids)), int(jnp.max(ids))
+            ids_np = np.asarray(ids)  # concrete ids: checked on the host
+            lo, hi = int(ids_np.min()), int(ids_np.max())
             if lo < 0 or hi >= vocab_size:
                 raise ValueError(
                     f"Embedding ids must lie in [0, {vocab_size}), got values in "
