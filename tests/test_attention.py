@@ -59,7 +59,7 @@ def test_attention_backward(m, T, d, heads, causal, masked):
         else:
             block = nn.MultiHeadAttention(heads, causal)
         results = check_block_grads(block, x, key=key)
-        assert len(results) == 9  # 4 projections × (W, b) + the input
+        assert len(results) == 8  # 4 projections × (W, b), no b_k; the input
         assert_grads_ok(results)
 
 
@@ -71,7 +71,7 @@ def _reference(params, X, heads, causal, key_mask=None):
     d_h = d // heads
     Y = np.zeros_like(X)
     for b in range(m):
-        Q, K, V = (X[b] @ p[n]["W"] + p[n]["b"] for n in "qkv")
+        Q, K, V = (X[b] @ p[n]["W"] + p[n].get("b", 0.0) for n in "qkv")
         O = np.zeros((T, d))
         for h in range(heads):
             cols = slice(h * d_h, (h + 1) * d_h)
@@ -99,7 +99,10 @@ def test_attention_forward_matches_jax_nn():
         params, _, _ = nn.MultiHeadAttention(2, True).init(key, (5, 8), jnp.float64)
         X = jax.random.normal(jax.random.fold_in(key, 1), (3, 5, 8), jnp.float64)
         Y = nn.attention_forward(params, X, num_heads=2, causal=True)[0]
-        qkv = [(X @ params[n]["W"] + params[n]["b"]).reshape(3, 5, 2, 4) for n in "qkv"]
+        qkv = [
+            (X @ params[n]["W"] + params[n].get("b", 0.0)).reshape(3, 5, 2, 4)
+            for n in "qkv"
+        ]
         with jax.numpy_dtype_promotion("standard"):
             O = jax.nn.dot_product_attention(*qkv, is_causal=True)
         ref = O.reshape(3, 5, 8) @ params["o"]["W"] + params["o"]["b"]
@@ -113,6 +116,7 @@ def test_attention_forward_matches_jax(heads, causal):
         block = nn.MultiHeadAttention(heads, causal)
         params, _, _ = block.init(key, (5, 8), jnp.float64)
         params = jax.tree.map(lambda p: p + 0.1, params)  # nonzero biases
+        assert "b" not in params["k"]
         X = jax.random.normal(jax.random.fold_in(key, 1), (3, 5, 8), jnp.float64)
         Y = block.forward(params, {}, X, None, False)[0]
         np.testing.assert_allclose(Y, _reference(params, X, heads, causal), rtol=1e-12)
