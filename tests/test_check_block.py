@@ -29,6 +29,7 @@ _B = {"b_init": "normal"}
 # file fast.
 F, IMG = (4,), (5, 5, 2)
 
+
 def _slow(*case):
     return pytest.param(*case, marks=pytest.mark.slow, id=case[0])
 
