@@ -115,6 +115,7 @@ def test_round_trip_is_json_and_behaves_the_same(name, block, in_shape):
 )
 @pytest.mark.xfail(
     strict=True,
+    raises=ValueError,
     reason="a (kh, kw) / (sh, sw) tuple is stored as a JSON list, and _pair in "
     "fnn/nn/_conv.py accepts only an int or a tuple: from_spec raises ValueError",
 )
@@ -254,6 +255,7 @@ def test_fnn_blocks_are_builtin(name, block, in_shape):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="fnn.mlp is registered with register, not builtin (fnn/_mlp.py), so "
     "is_builtin is False for fnn's own MLP model and fit(grad='manual') runs the "
     "first-batch gradient check on it by default",
