@@ -9,6 +9,7 @@ tracing count are checked on one jitted step.
 """
 
 import functools
+import inspect
 
 import chex
 import jax
@@ -111,6 +112,7 @@ def _adafactor_f64(optax, lr, min_dim, momentum, wd):
 # fnn's optimizers, built without optax, and optax's with the same settings.
 FNN = {
     "lion": lambda: modern.lion(3e-3, weight_decay=1e-2, mask=optim.weights_only_mask),
+    "lion_mu_bf16": lambda: modern.lion(3e-3, mu_dtype=jnp.bfloat16),
     "lamb": lambda: modern.lamb(5e-3, weight_decay=1e-3),
     "lars": lambda: modern.lars(5.0, weight_decay=1e-3, trust_coefficient=0.01),
     "lars_nesterov": lambda: modern.lars(5.0, trust_coefficient=0.01, nesterov=True),
@@ -204,7 +206,7 @@ def _assert_close(actual, expected, rtol):
         assert err <= rtol, f"relative difference {err:.3e} > {rtol:.0e}"
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", list(OPTAX))
 def test_trajectory_matches_optax(name):
     optax = pytest.importorskip("optax")
     traj, state = _fnn_trajectory(name)
@@ -337,6 +339,39 @@ def test_state_avals_stable_and_no_retrace(name):
     params = optim.apply_updates(params, u)
     u, state = step(g, state, params)
     chex.assert_trees_all_equal_dtypes(u, params)
+
+
+@pytest.mark.parametrize(
+    "name, path",
+    [
+        ("lion", "lion"),
+        ("lamb", "lamb"),
+        ("lars", "lars"),
+        ("adafactor", "adafactor"),
+        ("radam", "radam"),
+        ("nadamw", "nadamw"),
+        ("muon", "contrib.muon"),
+        ("schedule_free_adamw", "contrib.schedule_free_adamw"),
+        ("schedule_free_sgd", "contrib.schedule_free_sgd"),
+        ("sam", "contrib.sam"),
+        ("lookahead", "lookahead"),
+        ("normalize", "contrib.normalize"),
+        ("schedule_free_eval_params", "contrib.schedule_free_eval_params"),
+    ],
+)
+def test_signature_is_a_prefix_of_optax(name, path):
+    """Positional arguments in optax's order; keyword-only names are optax's."""
+    optax = pytest.importorskip("optax")
+    theirs = optax
+    for part in path.split("."):
+        theirs = getattr(theirs, part)
+    ours = inspect.signature(getattr(modern, name)).parameters.values()
+    theirs = inspect.signature(theirs).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD,)
+    pos = [p.name for p in ours if p.kind in kinds]
+    assert pos == [p.name for p in theirs if p.kind in kinds][: len(pos)]
+    names = {p.name for p in theirs}
+    assert {p.name for p in ours} <= names
 
 
 # --------------------------------------------------------------------------

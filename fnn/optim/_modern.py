@@ -89,6 +89,23 @@ def _zeros(tree: PyTree) -> PyTree:
     return jax.tree.map(zeros_like_strong, tree)
 
 
+def _moment_zeros(params: PyTree, mu_dtype: Any) -> PyTree:
+    """Zeros like ``params``, in ``mu_dtype`` when it is given."""
+    if mu_dtype is None:
+        return _zeros(params)
+    return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), mu_dtype), params)
+
+
+def _check_dtype(name: str, value: Any) -> None:
+    if value is not None:
+        try:
+            ok = jnp.issubdtype(jnp.dtype(value), jnp.floating)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} must be None or a float dtype, got {value!r}.")
+
+
 def _empty_like(x: jax.Array) -> jax.Array:
     """A shape-(0,) array of ``x``'s dtype: the slot of a leaf that has no entry."""
     return jnp.zeros((0,), x.dtype)
@@ -190,14 +207,14 @@ class MomentsState(NamedTuple):
     nu: PyTree
 
 
-def _moments_init(learning_rate):
+def _moments_init(learning_rate, mu_dtype=None):
     def init(params):
         check_params(params)
         count = zero_count()
         return MomentsState(
             count,
             learning_rate_at(learning_rate, count),
-            _zeros(params),
+            _moment_zeros(params, mu_dtype),
             _zeros(params),
         )
 
@@ -222,6 +239,7 @@ def lion(
     learning_rate: ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.99,
+    mu_dtype: Any = None,
     weight_decay: float = 1e-3,
     mask: Mask | None = None,
 ) -> Optimizer:
@@ -240,6 +258,10 @@ def lion(
       learning_rate: ``alpha``, a non-negative float or a schedule.
       b1: interpolation rate of the update direction, in ``[0, 1)``.
       b2: decay of the momentum, in ``[0, 1)``.
+      mu_dtype: dtype in which ``m`` is stored (``None``: the params'); the
+        arithmetic is in the gradients' dtype (optax multiplies ``b * m`` in
+        ``mu_dtype`` before promoting, so with a low-precision ``mu_dtype`` the
+        two round differently).
       weight_decay: ``wd >= 0``, decoupled, multiplied by the learning rate
         (optax's and PyTorch's convention; the paper multiplies it by the
         schedule multiplier only).
@@ -257,6 +279,7 @@ def lion(
     check_nonnegative("learning_rate", learning_rate)
     check_unit_interval("b1", b1)
     check_unit_interval("b2", b2)
+    _check_dtype("mu_dtype", mu_dtype)
     _check_number("weight_decay", weight_decay)
     _check_mask(mask, "mask")
 
@@ -264,7 +287,11 @@ def lion(
         check_params(params)
         _flags(mask, params, "mask")
         count = zero_count()
-        return LionState(count, learning_rate_at(learning_rate, count), _zeros(params))
+        return LionState(
+            count,
+            learning_rate_at(learning_rate, count),
+            _moment_zeros(params, mu_dtype),
+        )
 
     def update(grads, state, params=None, **extra):
         if weight_decay:
@@ -272,10 +299,11 @@ def lion(
         check_grads(grads, params, state.mu)
         lr = raw_learning_rate(learning_rate, state.count)
 
-        def leaf(g, m):
+        def leaf(g, m_old):
             B1, B2 = as_dtype_of(b1, g), as_dtype_of(b2, g)
+            m = m_old.astype(g.dtype)
             c = (1 - B1) * g + B1 * m
-            return jnp.sign(c), (1 - B2) * g + B2 * m
+            return jnp.sign(c), ((1 - B2) * g + B2 * m).astype(m_old.dtype)
 
         direction, mu = _unzip(grads, jax.tree.map(leaf, grads, state.mu), 2)
         if weight_decay:
@@ -774,6 +802,7 @@ def nadamw(
     b2: float = 0.999,
     eps: float = 1e-8,
     eps_root: float = 0.0,
+    mu_dtype: Any = None,
     weight_decay: float = 1e-4,
     mask: Mask | None = None,
 ) -> Optimizer:
@@ -795,6 +824,7 @@ def nadamw(
       learning_rate: ``alpha``, a non-negative float or a schedule.
       b1, b2: moment decays in ``[0, 1)``.
       eps, eps_root: ``>= 0``, outside and inside the root.
+      mu_dtype: dtype in which ``m`` is stored (``None``: the params').
       weight_decay: ``wd >= 0``.
       mask: where to decay: ``None`` (all), a bool, pytree of bools or callable.
 
@@ -811,6 +841,7 @@ def nadamw(
     check_unit_interval("b2", b2)
     _check_number("eps", eps)
     _check_number("eps_root", eps_root)
+    _check_dtype("mu_dtype", mu_dtype)
     _check_number("weight_decay", weight_decay)
     _check_mask(mask, "mask")
 
@@ -821,19 +852,28 @@ def nadamw(
         lr = raw_learning_rate(learning_rate, state.count)
         out = jax.tree.map(
             lambda g, m, v: _adam_direction(
-                g, m, v, _step(state.count, g), b1, b2, eps, eps_root, True
+                g,
+                m.astype(g.dtype),
+                v,
+                _step(state.count, g),
+                b1,
+                b2,
+                eps,
+                eps_root,
+                True,
             )[:3],
             grads,
             state.mu,
             state.nu,
         )
         d, mu, nu = _unzip(grads, out, 3)
+        mu = jax.tree.map(lambda new, old: new.astype(old.dtype), mu, state.mu)
         if weight_decay:
             d = _decay(d, params, weight_decay, _flags(mask, params, "mask"))
         lr32 = learning_rate_at(learning_rate, state.count)
         return _scale(d, lr), MomentsState(state.count + 1, lr32, mu, nu)
 
-    return Optimizer(_moments_init(learning_rate), update)
+    return Optimizer(_moments_init(learning_rate, mu_dtype), update)
 
 
 # --------------------------------------------------------------------------
@@ -920,6 +960,7 @@ def muon(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     weight_decay_mask: Mask | None = None,
+    mu_dtype: Any = None,
     *,
     nesterov: bool = True,
     adam_b1: float = 0.9,
@@ -963,6 +1004,8 @@ def muon(
       eps: added to the norm before Newton-Schulz, and Adam's ``eps``.
       weight_decay: ``wd >= 0`` on the matrices (times the learning rate).
       weight_decay_mask: mask over all params; only its matrix leaves are read.
+      mu_dtype: dtype in which the first moments are stored (``None``: the
+        params').
       nesterov: Nesterov momentum for Muon and for the Adam fallback.
       adam_b1, adam_b2, adam_eps_root, adam_weight_decay: the fallback AdamW's.
       adam_learning_rate: the fallback's rate, ``None`` for ``learning_rate``.
@@ -991,6 +1034,7 @@ def muon(
     _check_number("eps", eps)
     _check_number("weight_decay", weight_decay)
     _check_mask(weight_decay_mask, "weight_decay_mask")
+    _check_dtype("mu_dtype", mu_dtype)
     _check_bool("nesterov", nesterov)
     check_unit_interval("adam_b1", adam_b1)
     check_unit_interval("adam_b2", adam_b2)
@@ -1012,7 +1056,7 @@ def muon(
             count,
             learning_rate_at(learning_rate, count),
             learning_rate_at(adam_lr_value, count),
-            _zeros(params),
+            _moment_zeros(params, mu_dtype),
             nu,
         )
 
@@ -1058,6 +1102,8 @@ def muon(
         for g, m, v, p, f in zip(
             g_leaves, m_leaves, v_leaves, p_leaves, flags, strict=True
         ):
+            m_dtype = m.dtype
+            m = m.astype(g.dtype)
             if g.ndim == 2:
                 u, m = muon_leaf(g, m, state.count, lr, f, p)
             else:
@@ -1069,7 +1115,7 @@ def muon(
                     d = d + as_dtype_of(adam_weight_decay, g) * p.astype(g.dtype)
                 u = -as_dtype_of(adam_lr, g) * d
             out_u.append(u)
-            out_m.append(m)
+            out_m.append(m.astype(m_dtype))
             out_v.append(v)
         new_state = MuonState(
             state.count + 1,
@@ -1474,8 +1520,9 @@ def sam(
           updates, state = opt.update(grads, state, params, grad_fn=grad_fn)
 
     Both modes give optax's numbers (``optax.contrib.sam``), the transparent
-    mode after every call. ``fit`` drives the opaque mode (it passes
-    ``grad_fn`` on its batch).
+    mode after every call. A training loop that owns its batches (like
+    ``fit``) should use the opaque mode: it keeps one ``update`` per batch and
+    the params always unperturbed.
 
     Args:
       optimizer: the outer ``Optimizer`` (receives the perturbed gradients and
