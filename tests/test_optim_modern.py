@@ -498,3 +498,11 @@ def test_schedule_bad_arguments():
         warmup_cosine_decay_schedule(0.0, 1.0, 10, 10)
     with pytest.raises(ValueError, match="decay_shape"):
         warmup_stable_decay(1.0, 10, 10, 10, decay_shape="exp")
+
+
+def test_exported_from_fnn_optim():
+    for name in [*FNN, "orthogonalize_via_newton_schulz", "normalize"]:
+        name = name.split("_mu_")[0].removesuffix("_opaque").removesuffix("_reset")
+        name = {"lars_nesterov": "lars", "muon_wd_nonesterov": "muon"}.get(name, name)
+        assert getattr(optim, name) is getattr(modern, name)
+    assert optim.schedule_free_eval_params is modern.schedule_free_eval_params
