@@ -12,7 +12,8 @@ Invariants (besides those of ``_base.py``):
   * every state is a NamedTuple holding ``count`` (int32, updates taken) and, for
     optimizers with a learning rate, ``learning_rate`` (float32, the rate of the
     last update; before the first, the rate it will use); the per-parameter trees
-    have the parameters' dtypes, so ``jax.eval_shape(opt.update, g, s, p)[1]``
+    have the parameters' dtypes (or ``mu_dtype`` / ``dtype_momentum`` where
+    given), so ``jax.eval_shape(opt.update, g, s, p)[1]``
     has the avals of ``opt.init(p)`` and a jitted step traces once;
   * the arithmetic of a leaf is done in that leaf's dtype (float64 parameters get
     float64 moments, decay factors and learning rates).
@@ -24,6 +25,12 @@ The names and keywords are optax's (``optax.lion``, ``optax.lamb``,
 and so are the numbers: 200-step float64 trajectories agree with optax's to
 1e-10 relative (``tests/test_optim_modern.py``). Where fnn departs from optax
 (a dtype, an option not offered) the docstring says so.
+
+Lion, LAMB and Muon take steps of fixed length (a sign, a trust ratio, an
+orthogonal matrix): they do not settle at a minimum but wander around it, and
+there their trajectories are chaotic (two runs that differ by one rounding
+error separate about 10x every 10 steps). Comparisons between implementations
+must stop before that regime.
 """
 
 from collections.abc import Callable
@@ -571,7 +578,7 @@ def adafactor(
       whatever the parameters' dtype; fnn computes it in each leaf's dtype, so
       float64 trajectories agree with optax to ~1e-7, and to 1e-10 when optax's
       ``scale_by_factored_rms`` is given a float64 ``decay_rate_fn``. The paper
-      factors the *mean* statistics as here (Algorithm 4 with row/column means).
+      keeps row and column *sums*; with means the estimate ``V^`` is the same.
 
     Args:
       learning_rate: ``alpha`` (float or schedule), or ``None`` for no scaling.
