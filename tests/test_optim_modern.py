@@ -512,3 +512,34 @@ def test_exported_from_fnn_optim():
         name = {"lars_nesterov": "lars", "muon_wd_nonesterov": "muon"}.get(name, name)
         assert getattr(optim, name) is getattr(modern, name)
     assert optim.schedule_free_eval_params is modern.schedule_free_eval_params
+
+
+def test_sam_transparent_pairs_equal_opaque_steps():
+    """Two transparent calls (ascent, then the outer step) = one opaque call."""
+    with jax.enable_x64(True):
+        params, grad, _ = _problem()
+
+        def make(opaque):
+            return modern.sam(
+                optim.sgd(0.2, momentum=0.9),
+                optim.chain(modern.normalize(), optim.sgd(0.05)),
+                opaque_mode=opaque,
+            )
+
+        transparent, opaque = make(False), make(True)
+
+        @jax.jit
+        def go(p):
+            s_t, s_o, p_t, p_o = transparent.init(p), opaque.init(p), p, p
+            for _ in range(10):
+                for _ in range(2):
+                    u, s_t = transparent.update(grad(p_t), s_t, p_t)
+                    p_t = optim.apply_updates(p_t, u)
+                u, s_o = opaque.update(
+                    grad(p_o), s_o, p_o, grad_fn=lambda q, i: grad(q)
+                )
+                p_o = optim.apply_updates(p_o, u)
+            return p_t, p_o
+
+        p_t, p_o = go(params)
+    _assert_close(p_t, p_o, 1e-12)
