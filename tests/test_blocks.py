@@ -132,6 +132,25 @@ def test_batchnorm_train_uses_batch_stats_eval_uses_running(getkey):
         np.testing.assert_allclose(s["var"], var, rtol=1e-6)
 
 
+def test_batchnorm_refuses_a_training_batch_of_one_row(getkey):
+    """One row has σ²_B = 0: y = β and nothing trains, so training mode refuses it
+    (also under jit, from the static shape); evaluation accepts one row, and an
+    image of one example still has H·W values per channel."""
+    block = nn.BatchNorm()
+    params, state, _ = block.init(getkey(), (3,), jnp.float32)
+    x = jnp.asarray([[1.0, -2.0, 0.5]])
+    with pytest.raises(nn.ShapeError, match=r"at least 2 .*\(1, 3\)"):
+        block.forward(params, state, x, None, True)
+    with pytest.raises(nn.ShapeError, match="at least 2"):
+        jax.jit(lambda x: block.forward(params, state, x, None, True))(x)
+    y, _, _ = block.forward(params, state, x, None, False)
+    np.testing.assert_allclose(y, x / np.sqrt(1 + 1e-5), rtol=1e-6)
+    params, state, _ = block.init(getkey(), (2, 2, 3), jnp.float32)
+    image = jax.random.normal(getkey(), (1, 2, 2, 3))
+    y, _, _ = block.forward(params, state, image, None, True)
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+
+
 def test_batchnorm_images_normalise_per_channel(getkey):
     """On (m, H, W, C) the statistics run over m·H·W for each channel."""
     block = nn.BatchNorm()
@@ -218,3 +237,15 @@ def test_prelu_init_and_forward():
     z = jnp.asarray([[-2.0, 0.0, 3.0]])
     y = nn.PReLU().forward(params, {}, z, None, False)[0]
     np.testing.assert_allclose(y, [[-0.5, 0.0, 3.0]])
+
+
+def test_prelu_backward_propagates_nan_and_keeps_inf_finite_slopes():
+    block = nn.PReLU()
+    params, _, _ = block.init(jax.random.key(0), (3,), jnp.float32)
+    with jax.debug_nans(False):
+        z = jnp.asarray(np.array([[np.nan, np.inf, -1.0]], np.float32))
+        _, _, cache = block.forward(params, {}, z, None, False)
+        _, dz = block.backward(params, cache, jnp.ones_like(z))
+        dz = np.asarray(dz)
+    assert np.isnan(dz[0, 0]) and float(dz[0, 1]) == 1.0
+    assert float(dz[0, 2]) == float(params["alpha"][2])

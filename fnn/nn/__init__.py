@@ -9,6 +9,9 @@ model as JSON data. The simple MLP entry points (``fnn.init_params``,
 ``fnn.apply``, ``fnn.loss``, ``fnn.backprop``) are built on these blocks.
 """
 
+from ._attention import MultiHeadAttention as MultiHeadAttention
+from ._attention import attention_backward as attention_backward
+from ._attention import attention_forward as attention_forward
 from ._block import Block as Block
 from ._block import ShapeError as ShapeError
 from ._block import stateless as stateless
@@ -26,6 +29,8 @@ from ._conv import MaxPool2D as MaxPool2D
 from ._dense import Activation as Activation
 from ._dense import Dense as Dense
 from ._dropout import Dropout as Dropout
+from ._embedding import Embedding as Embedding
+from ._embedding import PositionalEmbedding as PositionalEmbedding
 from ._maxout import Maxout as Maxout
 from ._network import backward as backward
 from ._network import forward as forward
@@ -35,7 +40,14 @@ from ._network import loss_value as loss_value
 from ._network import out_shape as out_shape
 from ._norm import BatchNorm as BatchNorm
 from ._norm import LayerNorm as LayerNorm
+from ._norm import RMSNorm as RMSNorm
 from ._prelu import PReLU as PReLU
+from ._recurrent import GRU as GRU
+from ._recurrent import LSTM as LSTM
+from ._recurrent import gru_backward as gru_backward
+from ._recurrent import gru_forward as gru_forward
+from ._recurrent import lstm_backward as lstm_backward
+from ._recurrent import lstm_forward as lstm_forward
 from ._spec import from_spec as from_spec
 from ._spec import is_builtin as is_builtin
 from ._spec import register as register
@@ -73,4 +85,16 @@ __all__ = [
     "register",
     "stateless",
     "to_spec",
+    "Embedding",
+    "PositionalEmbedding",
+    "RMSNorm",
+    "MultiHeadAttention",
+    "attention_forward",
+    "attention_backward",
+    "LSTM",
+    "GRU",
+    "lstm_forward",
+    "lstm_backward",
+    "gru_forward",
+    "gru_backward",
 ]

@@ -1,7 +1,10 @@
 """Dense layer and activation layer: Z = A_prev @ W + b, A = ψ(Z).
 
 Batch-first: ``A_prev`` is ``(m, n_in)``, ``W`` is ``(n_in, n_out)``, ``b`` is
-``(n_out,)``, ``Z`` and ``A`` are ``(m, n_out)``. The seeds write the same layer
+``(n_out,)``, ``Z`` and ``A`` are ``(m, n_out)``. Inputs of higher rank, such as
+sequences ``(m, T, n_in)``, are mapped along their last axis (every position by
+the same ``W`` and ``b``), as ``x @ W`` does; the sums in dW and db then run over
+every axis but the last. The seeds write the same layer
 for one column-vector example as z = Wᵀa + b (seed 000 §4) or a = Wh + b with
 ``W`` of shape (n_out, n_in) (seed 001); fnn's ``W`` is seed 000's ``W^{[i]}``,
 and the rows of fnn's ``A`` are the columns of the seeds' ``A``.
@@ -26,10 +29,10 @@ from ._spec import builtin
 
 
 def _check_input(A_prev, W):
-    if A_prev.ndim != 2 or A_prev.shape[1] != W.shape[0]:
+    if A_prev.ndim < 2 or A_prev.shape[-1] != W.shape[0]:
         raise ShapeError(
-            f"expected input of shape (m, {W.shape[0]}) for W of shape {W.shape}, "
-            f"got {A_prev.shape}"
+            f"expected input of shape (m, {W.shape[0]}) or (m, ..., {W.shape[0]}) "
+            f"for W of shape {W.shape}, got {A_prev.shape}"
         )
 
 
@@ -49,7 +52,9 @@ def Dense(
       W_init, b_init: initializer names or callables ``(key, shape, dtype)``.
 
     Returns:
-      A :class:`Block` with params ``{"W": (n_in, n_out), "b": (n_out,)}``.
+      A :class:`Block` with params ``{"W": (n_in, n_out), "b": (n_out,)}``;
+      input ``(m, n_in)`` or ``(m, ..., n_in)``, output ``(m, n_out)`` or
+      ``(m, ..., n_out)`` (the last axis mapped, the others kept).
     """
     act = _activations.get(activation)
     W_init, b_init = _initializers.get(W_init), _initializers.get(b_init)
@@ -57,17 +62,17 @@ def Dense(
     def init(key, in_shape, dtype):
         if n_out is None or n_out < 1:
             raise ValueError(f"Dense needs a positive number of units, got {n_out!r}.")
-        if len(in_shape) != 1:
+        if len(in_shape) < 1:
             raise ShapeError(
-                f"Dense expects flat inputs (n_in,), got {tuple(in_shape)}"
+                f"Dense expects inputs (n_in,) or (..., n_in), got {tuple(in_shape)}"
             )
-        (n_in,) = in_shape
+        n_in = in_shape[-1]
         key_W, key_b = jax.random.split(key)
         params = {
             "W": W_init(key_W, (n_in, n_out), dtype),
             "b": b_init(key_b, (n_out,), dtype),
         }
-        return params, (n_out,)
+        return params, (*in_shape[:-1], n_out)
 
     def forward(params, A_prev):
         W, b = params["W"], params["b"]
@@ -78,8 +83,13 @@ def Dense(
     def backward(params, cache, dA):
         A_prev, Z = cache
         dZ = act.vjp(Z, dA)
-        dW = A_prev.T @ dZ
-        db = jnp.sum(dZ, axis=0)
+        if dZ.ndim == 2:
+            dW = A_prev.T @ dZ
+            db = jnp.sum(dZ, axis=0)
+        else:  # (m, ..., n): every position is one more row
+            axes = tuple(range(dZ.ndim - 1))
+            dW = jnp.tensordot(A_prev, dZ, axes=(axes, axes))
+            db = jnp.sum(dZ, axis=axes)
         dA_prev = dZ @ params["W"].T
         return {"W": dW, "b": db}, dA_prev
 

@@ -17,8 +17,9 @@ stop-gradient shortcut); with dx̂ = dy ⊙ γ and sums over the N values:
   or ``(C,)``. Training mode uses the batch statistics and returns the updated
   running averages as the new state; evaluation uses the running averages, an
   affine map with dx = dy ⊙ γ / √(σ²_run + ε).
-* LayerNorm: the group is one example's features (all axes but the first); γ and
-  β have the per-example shape. Training and evaluation are the same.
+* LayerNorm: the group is one example's features (all axes but the first; or
+  the last axis only, ``axis=-1``, for sequences); γ and β have the shape of
+  the group. Training and evaluation are the same.
 
 References: seed 002, "Solutions" (batch normalization against vanishing
 gradients); Ioffe & Szegedy (2015); Ba, Kiros & Hinton (2016).
@@ -80,6 +81,11 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Block:
 
     Evaluation: y = γ (x − running_mean)/√(running_var + ε) + β.
 
+    Training needs at least two values per feature (m ≥ 2 rows for ``(m, C)``):
+    a single row has σ²_B = 0 and x̂ = 0, so y = β and nothing else trains; such
+    a batch raises :class:`ShapeError` (from the static shape, also under jit).
+    Evaluation accepts one row.
+
     ``momentum`` is the weight of the **old** average (Keras' convention, default
     0.9 here, 0.99 there). PyTorch's ``momentum=0.1`` is the weight of the new
     batch, so PyTorch 0.1 is fnn 0.9. PyTorch also stores the unbiased variance
@@ -115,6 +121,14 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Block:
                 f"expected input (m, ..., {gamma.shape[0]}), got {x.shape}"
             )
         axes = tuple(range(x.ndim - 1))
+        if train and math.prod(x.shape[:-1]) < 2:
+            raise ShapeError(
+                f"BatchNorm in training mode needs at least 2 values per feature "
+                f"for its batch statistics, got input {x.shape}: one row "
+                "normalises to 0 and returns beta, so nothing would train. Use "
+                "batches of at least 2 rows, or evaluation mode (train=False) "
+                "for a single example."
+            )
         if train:
             x_hat, mu, var, inv_s = _standardise(x, axes, eps)
             new_state = {
@@ -142,47 +156,113 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Block:
 
 
 @builtin
-def LayerNorm(eps: float = 1e-5) -> Block:
-    """Layer normalization over each example's features (all axes but the first).
+def LayerNorm(eps: float = 1e-5, *, axis: int | None = None) -> Block:
+    """Layer normalization over each example's features, or over the last axis.
 
-        y = γ ⊙ (x − μ_i)/√(σ²_i + ε) + β,  μ_i, σ²_i over the features of row i
+        y = γ ⊙ (x − μ)/√(σ² + ε) + β
 
-    No state; training and evaluation are the same.
+    with μ, σ² over the features of one example (``axis=None``, all axes but the
+    first: γ and β have the per-example shape), or over the last axis only
+    (``axis=-1``: one normalization per position of a sequence ``(m, T, d)``,
+    γ and β of shape ``(d,)``, as in a transformer). No state; training and
+    evaluation are the same.
 
     Args:
       eps: ε added to the variance, positive.
+      axis: ``None`` (every per-example axis) or ``-1`` (the last axis).
 
     Returns:
-      A :class:`Block` with params ``{"gamma": in_shape, "beta": in_shape}``
-      (1 and 0); output shape equals input shape.
+      A :class:`Block` with params ``{"gamma", "beta"}`` (1 and 0) of the
+      per-example shape (``axis=None``) or ``(d,)`` (``axis=-1``); output shape
+      equals input shape.
 
     References: Ba, Kiros & Hinton (2016), "Layer Normalization"; the per-example
     counterpart of seed 002's batch normalization.
     """
     _check_eps(eps)
+    if axis not in (None, -1):
+        raise ValueError(f"LayerNorm axis must be None or -1, got {axis!r}.")
 
     def init(key, in_shape, dtype):
         if len(in_shape) < 1:
             raise ShapeError(f"LayerNorm expects a feature axis, got {in_shape}")
-        shape = tuple(in_shape)
+        shape = tuple(in_shape) if axis is None else tuple(in_shape[-1:])
         params = {"gamma": jnp.ones(shape, dtype), "beta": jnp.zeros(shape, dtype)}
-        return params, shape
+        return params, tuple(in_shape)
+
+    def _axes(x):
+        return tuple(range(1, x.ndim)) if axis is None else (x.ndim - 1,)
 
     def forward(params, x):
         gamma, beta = params["gamma"], params["beta"]
-        if x.shape[1:] != gamma.shape:
+        if axis is None and x.shape[1:] != gamma.shape:
             raise ShapeError(f"expected input (m, *{gamma.shape}), got {x.shape}")
-        axes = tuple(range(1, x.ndim))
-        x_hat, _, _, inv_s = _standardise(x, axes, eps)
+        if axis == -1 and (x.ndim < 2 or x.shape[-1:] != gamma.shape):
+            raise ShapeError(
+                f"expected input (m, ..., {gamma.shape[0]}), got {x.shape}"
+            )
+        x_hat, _, _, inv_s = _standardise(x, _axes(x), eps)
         return gamma * x_hat + beta, (x_hat, inv_s)
 
     def backward(params, cache, dy):
         x_hat, inv_s = cache
+        batch_axes = tuple(range(dy.ndim - params["gamma"].ndim))
         grads = {
-            "gamma": jnp.sum(dy * x_hat, axis=0),
-            "beta": jnp.sum(dy, axis=0),
+            "gamma": jnp.sum(dy * x_hat, axis=batch_axes),
+            "beta": jnp.sum(dy, axis=batch_axes),
         }
-        axes = tuple(range(1, dy.ndim))
-        return grads, _standardise_backward(dy * params["gamma"], x_hat, inv_s, axes)
+        dx = _standardise_backward(dy * params["gamma"], x_hat, inv_s, _axes(dy))
+        return grads, dx
 
-    return stateless(f"LayerNorm(eps={eps})", init, forward, backward)
+    label = f"LayerNorm(eps={eps}" + (")" if axis is None else ", axis=-1)")
+    return stateless(label, init, forward, backward)
+
+
+@builtin
+def RMSNorm(eps: float = 1e-6) -> Block:
+    """Root-mean-square normalization over the last axis, with a learned scale.
+
+    Forward, over the d values of the last axis (no centring, no shift):
+
+        r = √((1/d) Σ x² + ε),   x̂ = x / r,   y = γ ⊙ x̂
+
+    Backward, with g = dy ⊙ γ and sums over the last axis:
+
+        dγ = Σ_{batch, positions} dy ⊙ x̂
+        dx = (1/r) (g − x̂ · (1/d) Σ g ⊙ x̂)
+
+    Args:
+      eps: ε added to the mean square, positive.
+
+    Returns:
+      A :class:`Block` with params ``{"gamma": (d,)}`` (ones); input
+      ``(m, ..., d)``, output of the same shape.
+
+    References: Zhang & Sennrich (2019), "Root Mean Square Layer Normalization".
+    """
+    _check_eps(eps)
+
+    def init(key, in_shape, dtype):
+        if len(in_shape) < 1:
+            raise ShapeError(f"RMSNorm expects a feature axis, got {in_shape}")
+        return {"gamma": jnp.ones(tuple(in_shape[-1:]), dtype)}, tuple(in_shape)
+
+    def forward(params, x):
+        gamma = params["gamma"]
+        if x.ndim < 2 or x.shape[-1:] != gamma.shape:
+            raise ShapeError(
+                f"expected input (m, ..., {gamma.shape[0]}), got {x.shape}"
+            )
+        inv_r = 1.0 / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+        x_hat = x * inv_r
+        return gamma * x_hat, (x_hat, inv_r)
+
+    def backward(params, cache, dy):
+        x_hat, inv_r = cache
+        batch_axes = tuple(range(dy.ndim - 1))
+        g = dy * params["gamma"]
+        mean_gx = jnp.mean(g * x_hat, axis=-1, keepdims=True)
+        dx = inv_r * (g - x_hat * mean_gx)
+        return {"gamma": jnp.sum(dy * x_hat, axis=batch_axes)}, dx
+
+    return stateless(f"RMSNorm(eps={eps})", init, forward, backward)
