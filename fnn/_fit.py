@@ -388,21 +388,26 @@ def _run_epoch(
     def step(carry, batch):
         params, opt_state, state, bad, cause = carry
         s, idx_b, mask_b = batch
-        J, g, new_state = loss_and_grad(
-            params,
-            state,
+        inputs = (
             shard(X[idx_b]),
             shard(y[idx_b]),
             shard(mask_b) if cfg.padded else None,
             jax.random.fold_in(key_epoch, s),
         )
+        J, g, new_state = loss_and_grad(params, state, *inputs)
+
+        def grad_fn(p, *_):  # the batch's gradient elsewhere (SAM's second pass)
+            return loss_and_grad(p, state, *inputs)[1]
+
         g_norm = _optim.global_norm(g)
         J_ok, g_ok = jnp.isfinite(J), jnp.isfinite(g_norm)
         ok = J_ok & g_ok & (bad < 0)
 
         def update(operands):
             g, params, opt_state, state, new_state = operands
-            updates, new_opt_state = optimizer.update(g, opt_state, params)
+            updates, new_opt_state = optimizer.update(
+                g, opt_state, params, grad_fn=grad_fn
+            )
             new_params = _optim.apply_updates(params, updates)
             if not careful:
                 return new_params, new_opt_state, new_state, jnp.asarray(True)
@@ -636,7 +641,9 @@ def fit(
     Args:
       params: initial parameters: an MLP's ``[{"W", "b"}, ...]`` or, with
         ``blocks``, the model's parameters. Not modified (fit works on a copy).
-      optimizer: an :class:`fnn.optim.Optimizer`.
+      optimizer: an :class:`fnn.optim.Optimizer`; its ``update`` also receives
+        ``grad_fn=`` (parameters -> the batch's gradient), which
+        :func:`fnn.optim.sam` uses for its second gradient and the others ignore.
       X: training inputs ``(n, ...)``; y: training targets, ``(n,)`` integer
         labels or ``(n, k)`` rows. Checked on the host: finite inputs, labels
         that fit the outputs (the message names the row).

@@ -1,5 +1,7 @@
 """Hand-written optimizers as ``(init, update)`` state transformers."""
 
+# Schedules are reachable from here too, as in optax.
+from ..schedules import *  # noqa: E402, F403
 from ._base import Optimizer as Optimizer
 from ._base import apply_updates as apply_updates
 from ._first_order import AdadeltaState as AdadeltaState
@@ -62,6 +64,7 @@ from ._transforms import ScaleByLearningRateState as ScaleByLearningRateState
 from ._transforms import SkipIfNonfiniteState as SkipIfNonfiniteState
 from ._transforms import add_decayed_weights as add_decayed_weights
 from ._transforms import chain as chain
+from ._transforms import clip as clip
 from ._transforms import clip_by_global_norm as clip_by_global_norm
 from ._transforms import clip_by_value as clip_by_value
 from ._transforms import current_learning_rate as current_learning_rate
@@ -72,3 +75,12 @@ from ._transforms import partition as partition
 from ._transforms import scale_by_learning_rate as scale_by_learning_rate
 from ._transforms import skip_if_nonfinite as skip_if_nonfinite
 from ._transforms import weights_only_mask as weights_only_mask
+
+__all__ = sorted(
+    {
+        name
+        for name in dir()
+        if not name.startswith("_") and name not in ("annotations",)
+    }
+    - {"schedules"}
+)
