@@ -113,13 +113,8 @@ def test_round_trip_is_json_and_behaves_the_same(name, block, in_shape):
     ],
     ids=["conv_kernel_pair", "conv_stride_pair", "maxpool_pair", "avgpool_pair"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="a (kh, kw) / (sh, sw) tuple is stored as a JSON list, and _pair in "
-    "fnn/nn/_conv.py accepts only an int or a tuple: from_spec raises ValueError",
-)
 def test_round_trip_with_window_pairs(block):
+    """(kh, kw) and (sh, sw) pairs come back from JSON as lists."""
     rebuilt = _round_trip(block)
     chex.assert_trees_all_equal(_run(rebuilt, IMG, False), _run(block, IMG, False))
 
