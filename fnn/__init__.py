@@ -6,6 +6,11 @@ backpropagation beside autodiff, every block checked against ``jax.grad``::
     import jax, fnn
     params = fnn.init_params(jax.random.key(0), [64, 32, 10], "he_normal")
     J, grads = fnn.backprop(params, x, y, activation="relu", loss="cross_entropy")
+
+A model is a value (a block): ``model = fnn.mlp([64, 32, 10], activation="tanh")``
+or any composition of :mod:`fnn.nn` blocks; ``apply``, ``loss``, ``backprop``,
+``evaluate``, ``fit`` and the gradient checks take it as ``blocks=`` (with its
+``state=``), and :func:`fnn.nn.check_block` checks any block's backward.
 """
 
 from . import activations as activations
@@ -21,6 +26,8 @@ from . import parallel as parallel
 from . import rbf as rbf
 from . import schedules as schedules
 from ._fit import FitResult as FitResult
+from ._fit import GradientMismatchError as GradientMismatchError
+from ._fit import LoopState as LoopState
 from ._fit import NonFiniteError as NonFiniteError
 from ._fit import evaluate as evaluate
 from ._fit import fit as fit
@@ -35,5 +42,39 @@ from ._mlp import backprop as backprop
 from ._mlp import dropout_rates as dropout_rates
 from ._mlp import init_params as init_params
 from ._mlp import loss as loss
+from ._mlp import mlp as mlp
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "FitResult",
+    "GradientComparison",
+    "GradientMismatchError",
+    "LoopState",
+    "NonFiniteError",
+    "activations",
+    "apply",
+    "backprop",
+    "checkpoint",
+    "compare_gradients",
+    "data",
+    "datasets",
+    "dropout_rates",
+    "evaluate",
+    "fit",
+    "grad_check",
+    "grad_check_report",
+    "graph",
+    "init_params",
+    "initializers",
+    "loss",
+    "losses",
+    "mlp",
+    "nn",
+    "numerical_grad",
+    "optim",
+    "parallel",
+    "rbf",
+    "relative_difference",
+    "schedules",
+]

@@ -18,9 +18,19 @@ Design, invariants:
   * a batch size that does not divide the data gives a padded last batch whose
     padding is masked out of the loss: every example counts once per epoch
     (``drop_remainder=True`` drops the remainder instead);
-  * a non-finite loss or gradient stops the step from being applied: the epoch
-    finishes with the last finite parameters and :class:`NonFiniteError` names
-    the epoch and step and carries those parameters and optimizer state;
+  * a non-finite loss, gradient or update stops the step from being applied:
+    the epoch finishes with the last finite parameters and
+    :class:`NonFiniteError` names the epoch, the step and which of the three
+    was non-finite, and carries those parameters and optimizer state;
+  * compile once: the epoch and the evaluation are module-level jitted
+    functions of a static configuration (model, optimizer, loss, sizes), so a
+    second ``fit`` with the same configuration and shapes reuses them;
+  * the data is checked on the host where it enters (finite inputs, labels in
+    range, the dev set too), so the compiled loop carries no checks;
+  * the whole loop state (epoch, parameters, optimizer and block state, best
+    dev loss and parameters, patience counter, history) is a
+    :class:`LoopState`: saved after any epoch and passed back as ``resume=``, it
+    continues exactly as the uninterrupted run;
   * data parallel (``mesh``): the same program on every device of the mesh's
     ``"data"`` axis, parameters, optimizer state and data replicated, each
     mini-batch sharded along its batch axis; XLA inserts the all-reduce of the
@@ -32,6 +42,8 @@ Design, invariants:
     parameters' dtype.
 """
 
+import functools
+import inspect
 import math
 import sys
 import time
@@ -47,10 +59,22 @@ from jax.sharding import PartitionSpec as P
 from . import losses as _losses
 from . import nn as _nn
 from . import optim as _optim
+from ._compare import relative_difference, to_float64
+from ._mlp import _block_model
 from ._mlp import apply as _mlp_apply
 from ._mlp import backprop as _backprop
 from ._mlp import loss as _mlp_loss
 from .data import _paired_rows, epoch_batches
+
+__all__ = [
+    "HISTORY_KEYS",
+    "FitResult",
+    "GradientMismatchError",
+    "LoopState",
+    "NonFiniteError",
+    "evaluate",
+    "fit",
+]
 
 HISTORY_KEYS = (
     "epoch",
@@ -64,6 +88,35 @@ HISTORY_KEYS = (
 )
 
 
+class LoopState(NamedTuple):
+    """Everything the training loop carries from one epoch to the next.
+
+    Save it after any epoch (it is a pytree: :func:`fnn.checkpoint.save`) and
+    pass it back as ``fit(..., resume=loop)`` to continue exactly as the
+    uninterrupted run, early stopping included.
+
+    Attributes:
+      epoch: the next epoch to run (0-based).
+      params, opt_state, state: the current parameters, optimizer state and
+        block state (running statistics; ``None`` for the MLP form).
+      best_loss: the lowest dev loss so far (``inf`` before any).
+      best_epoch: its epoch (``-1`` before any).
+      best_params: the parameters of that epoch (``None`` without ``patience``).
+      wait: epochs since the best dev loss (the patience counter).
+      history: ``{name: [one value per epoch run so far]}``.
+    """
+
+    epoch: int
+    params: Any
+    opt_state: Any
+    state: Any
+    best_loss: float
+    best_epoch: int
+    best_params: Any
+    wait: int
+    history: dict[str, list[float]]
+
+
 class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
@@ -73,9 +126,11 @@ class FitResult(NamedTuple):
       state: block state (running statistics), ``None`` for an MLP.
       history: ``{name: [one value per epoch]}`` for the names in
         ``HISTORY_KEYS`` (accuracies are NaN for regression, dev values NaN
-        without ``dev``).
+        without ``dev``), from the first epoch of the run (a resumed run
+        includes the epochs before it).
       best_epoch: the epoch with the lowest dev loss (``None`` without ``dev``).
       stopped_early: whether early stopping or the callback ended training.
+      loop: the final :class:`LoopState` (its ``params`` are the last epoch's).
     """
 
     params: Any
@@ -84,95 +139,142 @@ class FitResult(NamedTuple):
     history: dict[str, list[float]]
     best_epoch: int | None
     stopped_early: bool
+    loop: LoopState | None = None
+
+
+_CAUSES = {1: "loss", 2: "gradient", 3: "update"}
 
 
 class NonFiniteError(FloatingPointError):
-    """A non-finite loss or gradient during training.
+    """A non-finite loss, gradient or update during training.
 
     Attributes:
       epoch, step: where it happened (0-based; step within the epoch).
+      cause: ``"loss"``, ``"gradient"`` or ``"update"``: the first of the three
+        that was non-finite at that step.
       params, opt_state, state: the last finite values, before that step.
       history: the history of the epochs completed before.
     """
 
-    def __init__(self, epoch, step, params, opt_state, state, history):
+    def __init__(self, epoch, step, params, opt_state, state, history, cause="loss"):
+        hint = {
+            "loss": "the data was checked finite where it entered fit, so the "
+            "model overflowed: lower the learning rate, clip the gradients "
+            "(fnn.optim.clip_by_global_norm) or check the loss' inputs.",
+            "gradient": "the loss was finite but its gradient was not: lower the "
+            "learning rate or clip the gradients (fnn.optim.clip_by_global_norm).",
+            "update": "the loss and gradient were finite but the optimizer's "
+            "update was not: check the learning rate or schedule (nan or inf?) "
+            "and the optimizer's hyperparameters.",
+        }[cause]
         super().__init__(
-            f"non-finite loss or gradient at epoch {epoch}, step {step}: training "
-            "stopped; the last finite parameters and optimizer state are in this "
-            "error's .params and .opt_state."
+            f"non-finite {cause} at epoch {epoch}, step {step}: training stopped "
+            f"before applying that step; {hint} The last finite parameters and "
+            "optimizer state are in this error's .params and .opt_state."
         )
-        self.epoch, self.step = epoch, step
+        self.epoch, self.step, self.cause = epoch, step, cause
         self.params, self.opt_state, self.state = params, opt_state, state
         self.history = history
 
 
-class _Model(NamedTuple):
-    """The three functions fit needs, for an MLP or a list of blocks."""
+class GradientMismatchError(ValueError):
+    """The manual gradient disagrees with autodiff on the first batch.
 
-    loss_and_grad: Callable  # (params, state, x, y, mask, key) -> (J, grads, state)
-    outputs: Callable  # (params, state, x) -> network output, evaluation mode
+    Attributes:
+      report: ``{leaf label: manual vs autodiff relative difference}``.
+    """
 
-
-def _make_model(blocks, grad, loss_obj, kw) -> _Model:
-    l1, l2 = kw["l1"], kw["l2"]
-    if blocks is None:
-        mlp = dict(
-            activation=kw["activation"],
-            loss=loss_obj,
-            output=kw["output"],
-            l1=l1,
-            l2=l2,
-            drop_rate=kw["drop_rate"],
+    def __init__(self, report: dict[str, float], tol: float):
+        bad = {k: v for k, v in report.items() if not v <= tol}
+        lines = "\n".join(f"  {k}: {v:.2e}" for k, v in report.items())
+        super().__init__(
+            f"manual backprop disagrees with jax.grad on the first batch at "
+            f"{', '.join(bad)} (relative difference above {tol:g}, in float64): "
+            "a block's backward is wrong. Check it with fnn.nn.check_block(block, "
+            "in_shape); train with grad='autodiff' meanwhile. Per leaf:\n" + lines
         )
+        self.report = report
 
-        def loss_and_grad(params, state, x, y, mask, key):
-            if grad == "manual":
-                J, g = _backprop(params, x, y, key=key, train=True, mask=mask, **mlp)
+
+# --- the objective: loss and gradient of a model, as a static configuration ------
+class _Objective(NamedTuple):
+    """What is minimised, as hashable static data (the compile-cache key)."""
+
+    model: Any  # an fnn.nn Block, or None for the MLP form
+    activation: Any
+    output: Any
+    drop_rate: Any
+    loss: Any
+    l1: float
+    l2: float
+    grad: str
+    compute_dtype: Any
+
+
+def _mlp_keywords(obj: _Objective, loss) -> dict:
+    return dict(
+        activation=obj.activation,
+        loss=loss,
+        output=obj.output,
+        drop_rate=obj.drop_rate,
+    )
+
+
+def _loss_and_grad_fn(obj: _Objective, loss_obj, l1, l2) -> Callable:
+    """``(params, state, x, y, mask, key) -> (J, grads, new_state)``."""
+    if obj.model is None:
+        kw = dict(_mlp_keywords(obj, loss_obj), l1=l1, l2=l2, train=True)
+
+        def mlp_loss_and_grad(params, state, x, y, mask, key):
+            if obj.grad == "manual":
+                J, g = _backprop(params, x, y, key=key, mask=mask, **kw)
             else:
                 J, g = jax.value_and_grad(_mlp_loss)(
-                    params, x, y, key=key, train=True, mask=mask, **mlp
+                    params, x, y, key=key, mask=mask, **kw
                 )
             return J, g, state
 
-        def outputs(params, state, x):
-            last = "identity" if loss_obj.fused_output else (kw["output"] or "identity")
-            return _mlp_apply(params, x, activation=kw["activation"], output=last)
+        return mlp_loss_and_grad
 
-        return _Model(loss_and_grad, outputs)
+    kw = dict(train=True, l1=l1, l2=l2)
 
     def loss_and_grad(params, state, x, y, mask, key):
-        if grad == "manual":
-            (J, state), g = _nn.loss_and_grad(
-                blocks,
+        if obj.grad == "manual":
+            (J, new_state), g = _nn.loss_and_grad(
+                obj.model,
                 params,
                 x,
                 y,
                 loss_obj,
                 state=state,
                 key=key,
-                train=True,
                 mask=mask,
-                l1=l1,
-                l2=l2,
+                **kw,
             )
-            return J, g, state
-
-        def objective(p):
-            out, new_state, _ = _nn.forward(
-                blocks, p, x, state=state, key=key, train=True
+        else:
+            (J, new_state), g = jax.value_and_grad(_nn.loss_value, 1, has_aux=True)(
+                obj.model,
+                params,
+                x,
+                y,
+                loss_obj,
+                state=state,
+                key=key,
+                mask=mask,
+                **kw,
             )
-            Y = _losses.targets(loss_obj, out, y)
-            return loss_obj.fn(out, Y, mask) + _losses.weight_penalty(
-                p, l1, l2
-            ), new_state
+        return J, g, new_state
 
-        (J, state), g = jax.value_and_grad(objective, has_aux=True)(params)
-        return J, g, state
+    return loss_and_grad
 
-    def outputs(params, state, x):
-        return _nn.forward(blocks, params, x, state=state, train=False)[0]
 
-    return _Model(loss_and_grad, outputs)
+def _outputs(obj: _Objective, params, state, x):
+    """The network output in evaluation mode (logits for a fused loss)."""
+    if obj.model is None:
+        loss_obj = _losses.get(obj.loss)
+        last = "identity" if loss_obj.fused_output else (obj.output or "identity")
+        return _mlp_apply(params, x, activation=obj.activation, output=last)
+    return _nn.forward(obj.model, params, x, state=state, train=False)[0]
 
 
 def _cast_floats(tree, dtype):
@@ -197,13 +299,19 @@ def _float32_loss(loss_obj):
     return loss_obj._replace(fn=fn, grad=grad)
 
 
-def _mixed_precision(loss_and_grad, dtype, l1, l2):
-    """``loss_and_grad`` computed in ``dtype`` from parameters kept in their own
-    dtype: params, state and inputs cast down, gradients and state cast back;
-    the penalty l1·Σ|W| + l2·ΣW² and its gradient in the parameters' dtype."""
+def _step_fn(obj: _Objective) -> Callable:
+    """The step's loss and gradient, in ``compute_dtype`` when mixed precision:
+    params, state and inputs cast down, gradients and state cast back; the
+    penalty l1·Σ|W| + l2·ΣW² and its gradient in the parameters' dtype."""
+    loss_obj = _losses.get(obj.loss)
+    dtype = obj.compute_dtype
+    if dtype is None:
+        return _loss_and_grad_fn(obj, loss_obj, obj.l1, obj.l2)
+    low = _loss_and_grad_fn(obj, _float32_loss(loss_obj), 0.0, 0.0)
+    l1, l2 = obj.l1, obj.l2
 
-    def wrapped(params, state, x, y, mask, key):
-        J, g, new_state = loss_and_grad(
+    def mixed(params, state, x, y, mask, key):
+        J, g, new_state = low(
             _cast_floats(params, dtype),
             _cast_floats(state, dtype),
             _cast_floats(x, dtype),
@@ -219,7 +327,7 @@ def _mixed_precision(loss_and_grad, dtype, l1, l2):
             g = jax.tree.map(jnp.add, g, _losses.weight_penalty_grad(params, l1, l2))
         return J, g, new_state
 
-    return wrapped
+    return mixed
 
 
 def _accuracy(loss_obj, out, Y):
@@ -230,6 +338,118 @@ def _accuracy(loss_obj, out, Y):
     if loss_obj.fused_output == "sigmoid":
         return jnp.mean((out > 0) == (Y > 0.5))
     return -jnp.ones((), out.dtype)  # no accuracy: reported as NaN on the host
+
+
+# --- the compiled epoch and evaluation (module level: compiled once) --------------
+class _EpochConfig(NamedTuple):
+    objective: _Objective
+    optimizer: Any
+    n: int
+    batch_size: int
+    drop_remainder: bool
+    padded: bool
+    mesh: Any
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3, 4))
+def _run_epoch(
+    cfg: _EpochConfig, careful: bool, params, opt_state, state, epoch, X, y, keys
+):
+    """One epoch: ``lax.scan`` over its mini-batches.
+
+    The fast form (``careful=False``) skips a step whose loss or gradient is
+    non-finite, and reports whether the parameters are finite at the end. The
+    careful form, a replay from the epoch's start when something was not
+    finite, also checks each update before applying it and reports the first
+    bad step and its cause (1 loss, 2 gradient, 3 update): the update check
+    costs a pass over the parameters every step, which the fast form saves.
+
+    Returns:
+      ``(params, opt_state, state, bad, cause, finite, metrics)``: ``bad`` the
+      first non-finite step (−1 for none), ``finite`` whether the parameters
+      are finite at the end.
+    """
+    key_shuffle, key_dropout = keys
+    loss_and_grad = _step_fn(cfg.objective)
+    optimizer = cfg.optimizer
+    if cfg.mesh is not None:
+        batch_axis = NamedSharding(cfg.mesh, P("data"))
+        shard = lambda a: jax.lax.with_sharding_constraint(a, batch_axis)  # noqa: E731
+    else:
+        shard = lambda a: a  # noqa: E731
+    idx, mask = epoch_batches(
+        jax.random.fold_in(key_shuffle, epoch),
+        cfg.n,
+        cfg.batch_size,
+        cfg.drop_remainder,
+    )
+    key_epoch = jax.random.fold_in(key_dropout, epoch)
+
+    def step(carry, batch):
+        params, opt_state, state, bad, cause = carry
+        s, idx_b, mask_b = batch
+        J, g, new_state = loss_and_grad(
+            params,
+            state,
+            shard(X[idx_b]),
+            shard(y[idx_b]),
+            shard(mask_b) if cfg.padded else None,
+            jax.random.fold_in(key_epoch, s),
+        )
+        g_norm = _optim.global_norm(g)
+        J_ok, g_ok = jnp.isfinite(J), jnp.isfinite(g_norm)
+        ok = J_ok & g_ok & (bad < 0)
+
+        def update(operands):
+            g, params, opt_state, state, new_state = operands
+            updates, new_opt_state = optimizer.update(g, opt_state, params)
+            new_params = _optim.apply_updates(params, updates)
+            if not careful:
+                return new_params, new_opt_state, new_state, jnp.asarray(True)
+            u_ok = jnp.isfinite(_optim.global_norm(updates))
+            return jax.lax.cond(
+                u_ok,
+                lambda: (new_params, new_opt_state, new_state, u_ok),
+                lambda: (params, opt_state, state, u_ok),
+            )
+
+        # A branch rather than a select of old and new values: the update then
+        # happens in place (a select costs ~15% of a small step on CPU).
+        params, opt_state, state, u_ok = jax.lax.cond(
+            ok,
+            update,
+            lambda op: (*op[1:4], jnp.asarray(True)),
+            (g, params, opt_state, state, new_state),
+        )
+        applied = ok & u_ok
+        first = (bad < 0) & ~applied
+        this_cause = jnp.where(~J_ok, 1, jnp.where(~g_ok, 2, 3)).astype(jnp.int32)
+        cause = jnp.where(first, this_cause, cause)
+        bad = jnp.where(first, s, bad)
+        return (params, opt_state, state, bad, cause), (J, g_norm, applied)
+
+    steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
+    none = jnp.asarray(-1, jnp.int32)
+    init = (params, opt_state, state, none, jnp.asarray(0, jnp.int32))
+    (params, opt_state, state, bad, cause), (J, g_norm, ok) = jax.lax.scan(
+        step, init, (steps, idx, mask)
+    )
+    count = jnp.maximum(jnp.sum(ok), 1).astype(J.dtype)
+    metrics = {
+        "train_loss": jnp.sum(jnp.where(ok, J, 0)) / count,
+        "grad_norm": jnp.sum(jnp.where(ok, g_norm, 0)) / count,
+    }
+    finite = jnp.isfinite(_optim.global_norm(params))
+    return params, opt_state, state, bad, cause, finite, metrics
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _evaluate(obj: _Objective, params, state, X, y):
+    """``(data loss, accuracy)`` in evaluation mode (accuracy −1: none)."""
+    loss_obj = _losses.get(obj.loss)
+    out = _outputs(obj, params, state, X)
+    Y = _losses.targets(loss_obj, out, y)
+    return loss_obj.fn(out, Y), _accuracy(loss_obj, out, Y)
 
 
 def _nan_if_negative(value) -> float:
@@ -256,6 +476,56 @@ def _progress_line(epoch, epochs, record, elapsed, initial_epoch):
     return "  ".join(parts).ljust(110)
 
 
+def _objective(
+    blocks, activation, loss, output, l1, l2, drop_rate, grad, compute_dtype, where
+) -> _Objective:
+    model = None
+    if blocks is not None:
+        model = _block_model(
+            blocks, where, activation=activation, output=output, drop_rate=drop_rate
+        )
+        activation, output, drop_rate = "relu", None, 0.0
+    if isinstance(drop_rate, list | tuple):
+        drop_rate = tuple(float(r) for r in drop_rate)
+    _losses.get(loss)  # an unknown name fails here, not inside jit
+    return _Objective(
+        model,
+        activation,
+        output,
+        drop_rate,
+        loss,
+        float(l1),
+        float(l2),
+        grad,
+        compute_dtype,
+    )
+
+
+def _n_outputs(obj: _Objective, params, state, X) -> int:
+    out = jax.eval_shape(lambda p, s, x: _outputs(obj, p, s, x), params, state, X[:1])
+    return out.shape[-1]
+
+
+def _host_check(obj, params, state, X, y, name):
+    """Validate a data set on the host where it enters (see
+    :func:`fnn.data.check_examples`); returns ``(X, y)`` as device arrays."""
+    from . import data as _data
+
+    check_examples = getattr(_data, "check_examples", lambda *a, **k: None)
+    X, y = np.asarray(X), np.asarray(y)
+    loss_obj = _losses.get(obj.loss)
+    if X.shape[0] == 0:
+        raise ValueError(f"the {name} is empty (0 rows): pass at least one example.")
+    check_examples(
+        X,
+        y,
+        loss=loss_obj,
+        n_outputs=_n_outputs(obj, params, state, jnp.asarray(X[:1])),
+        name=name,
+    )
+    return jnp.asarray(X), jnp.asarray(y)
+
+
 def evaluate(
     params: Any,
     X: jax.Array,
@@ -264,32 +534,76 @@ def evaluate(
     activation="relu",
     loss="cross_entropy",
     output=None,
-    blocks: Sequence[_nn.Block] | None = None,
+    blocks: "_nn.Block | Sequence[_nn.Block] | None" = None,
     state: Any = None,
 ) -> dict[str, float]:
     """Loss and accuracy of a model on ``(X, y)`` in evaluation mode.
 
     Args:
-      params: MLP parameters, or block parameters with ``blocks``.
+      params: MLP parameters, or the parameters of ``blocks``.
       X: ``(m, ...)`` inputs; y: targets as for :func:`fnn.loss`.
-      activation, loss, output: as for :func:`fnn.loss` (MLP only).
-      blocks, state: a block network and its state instead of the MLP.
+      activation, loss, output: as for :func:`fnn.loss` (MLP form).
+      blocks, state: a model (a block or a list of blocks) and its state
+        instead of the MLP form.
 
     Returns:
       ``{"loss": data loss without penalty, "accuracy": fraction correct, NaN
       for regression losses}``.
+
+    Raises:
+      ValueError: an empty set, non-finite inputs or labels that do not fit the
+        outputs (naming the row), checked on the host.
     """
-    loss_obj = _losses.get(loss)
-    kw = dict(activation=activation, output=output, l1=0.0, l2=0.0, drop_rate=0.0)
-    model = _make_model(
-        None if blocks is None else list(blocks), "autodiff", loss_obj, kw
+    obj = _objective(
+        blocks, activation, loss, output, 0.0, 0.0, 0.0, "autodiff", None, "evaluate"
     )
-    out = jax.jit(model.outputs)(params, state, jnp.asarray(X))
-    Y = _losses.targets(loss_obj, out, y)
-    return {
-        "loss": float(loss_obj.fn(out, Y)),
-        "accuracy": _nan_if_negative(_accuracy(loss_obj, out, Y)),
-    }
+    X, y = _paired_rows(X, y)
+    X, y = _host_check(obj, params, state, X, y, "evaluation set")
+    J, acc = _evaluate(obj, params, state, X, y)
+    return {"loss": float(J), "accuracy": _nan_if_negative(acc)}
+
+
+def _check_gradients(obj, params, state, X, y, mask, key):
+    """Manual against autodiff gradients of the first batch, in float64."""
+    kw = (
+        dict(blocks=obj.model, state=state)
+        if obj.model is not None
+        else _mlp_keywords(obj, obj.loss)
+    )
+    kw.update(loss=obj.loss, l1=obj.l1, l2=obj.l2, key=key, train=True, mask=mask)
+    with jax.enable_x64(True):
+        p, x = to_float64(params), to_float64(X)
+        if kw.get("state") is not None:
+            kw["state"] = to_float64(kw["state"])
+        _, manual = jax.jit(lambda p: _backprop(p, x, y, **kw))(p)
+        auto = jax.jit(jax.grad(lambda p: _mlp_loss(p, x, y, **kw)))(p)
+        if obj.model is not None:
+            labels = [label for label, _ in _nn.leaf_labels(obj.model, manual)]
+        else:
+            labels = [
+                jax.tree_util.keystr(k)
+                for k, _ in jax.tree_util.tree_flatten_with_path(manual)[0]
+            ]
+        report = {
+            label: relative_difference(m, a)
+            for label, m, a in zip(
+                labels, jax.tree.leaves(manual), jax.tree.leaves(auto), strict=True
+            )
+        }
+    tol = 1e-6
+    if not all(v <= tol for v in report.values()):
+        raise GradientMismatchError(report, tol)
+
+
+def _callback_takes_loop(callback) -> bool:
+    try:
+        params = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(positional) >= 4 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
 def fit(
@@ -309,14 +623,16 @@ def fit(
     l1: float = 0.0,
     l2: float = 0.0,
     drop_rate: "float | Sequence[float]" = 0.0,
-    blocks: Sequence[_nn.Block] | None = None,
+    blocks: "_nn.Block | Sequence[_nn.Block] | None" = None,
     state: Any = None,
     grad: str = "autodiff",
+    check_gradients: bool | None = None,
     patience: int | None = None,
     opt_state: Any = None,
     initial_epoch: int = 0,
+    resume: LoopState | None = None,
     progress: bool | None = None,
-    callback: Callable[[dict, Any, Any], bool | None] | None = None,
+    callback: Callable[..., bool | None] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     compute_dtype: Any = None,
 ) -> FitResult:
@@ -324,29 +640,44 @@ def fit(
 
     Args:
       params: initial parameters: an MLP's ``[{"W", "b"}, ...]`` or, with
-        ``blocks``, the block parameter list. Not modified (fit works on a copy).
+        ``blocks``, the model's parameters. Not modified (fit works on a copy).
       optimizer: an :class:`fnn.optim.Optimizer`.
       X: training inputs ``(n, ...)``; y: training targets, ``(n,)`` integer
-        labels or ``(n, k)`` rows.
+        labels or ``(n, k)`` rows. Checked on the host: finite inputs, labels
+        that fit the outputs (the message names the row).
       key: root PRNG key for shuffling and dropout.
       epochs: train until this epoch count (epochs ``initial_epoch .. epochs-1``).
-      batch_size: examples per mini-batch.
+      batch_size: examples per mini-batch (at most ``n`` are used).
       drop_remainder: drop the last partial batch instead of masking its padding.
       dev: ``(X_dev, y_dev)`` evaluated after every epoch (loss, accuracy) and
-        monitored by early stopping.
+        monitored by early stopping; checked on the host like the training set.
       activation, loss, output, l1, l2, drop_rate: the objective, as for
         :func:`fnn.loss` (``activation``, ``output`` and ``drop_rate`` apply to
-        the MLP only; put Dropout blocks in ``blocks`` instead).
-      blocks, state: a list of :mod:`fnn.nn` blocks and their state (running
-        statistics), to train a block network instead of the MLP.
+        the MLP form only; a model carries its own).
+      blocks, state: a model (a block such as :func:`fnn.mlp` or a
+        ``Sequential``, or a list of blocks) and its state (running
+        statistics), to train instead of the MLP form.
       grad: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (fnn's backprop).
+      check_gradients: before the first update, compare the manual and the
+        automatic gradient of the first batch in float64 and raise
+        :class:`GradientMismatchError` naming the layer and leaf that disagree.
+        Default: on with ``grad="manual"`` for a model holding any block that is
+        not fnn's own (a user's block), off otherwise; costs one float64
+        compilation of the loss.
       patience: stop after this many epochs without a lower dev loss and return
         the parameters of the best epoch (needs ``dev``).
       opt_state: optimizer state to resume from (default ``optimizer.init``).
-      initial_epoch: the epoch to resume at (with ``opt_state``).
+      initial_epoch: the epoch to resume at (needs ``opt_state``, so that the
+        schedule and moments continue).
+      resume: a :class:`LoopState` (``FitResult.loop``, or the callback's
+        ``loop``) to continue exactly; it replaces ``params``' values,
+        ``opt_state``, ``state`` and ``initial_epoch``.
       progress: show a progress bar on stderr; default: when stderr is a terminal.
-      callback: ``callback(record, params, opt_state)`` after every epoch, with
-        ``record`` the epoch's history entry; returning ``True`` stops training.
+      callback: ``callback(record, params, opt_state)`` or
+        ``callback(record, params, opt_state, loop)`` after every epoch, with
+        ``record`` the epoch's history entry and ``loop`` the
+        :class:`LoopState` to save for an exact resume; returning ``True``
+        stops training.
       mesh: a :class:`jax.sharding.Mesh` with a ``"data"`` axis for data-parallel
         training (e.g. :func:`fnn.parallel.data_mesh`): parameters, optimizer
         state and the training set are replicated on its devices and every
@@ -358,30 +689,56 @@ def fit(
         parameters and inputs, the gradients are cast back to the parameters'
         dtype before the optimizer; the loss and its gradient at the output are
         computed in float32 from the low-precision output, the penalty in the
-        parameters' dtype. ``None``:
-        everything in the parameters' dtype.
+        parameters' dtype. ``None``: everything in the parameters' dtype.
 
     Returns:
       A :class:`FitResult`.
 
     Raises:
-      ValueError: bad arguments (shapes, sizes, names), named.
-      NonFiniteError: a non-finite loss or gradient; it carries the epoch, the
-        step and the last finite parameters and optimizer state.
+      ValueError: bad arguments (shapes, sizes, names, data), named.
+      GradientMismatchError: the manual gradient disagrees with autodiff on the
+        first batch (with ``check_gradients``).
+      NonFiniteError: a non-finite loss, gradient or update; it carries the
+        epoch, the step, the cause and the last finite parameters and optimizer
+        state.
     """
     if grad not in ("autodiff", "manual"):
         raise ValueError(f"grad must be 'autodiff' or 'manual', got {grad!r}.")
-    X, y = _paired_rows(X, y, min_rows=1)
-    n = X.shape[0]
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | np.integer)
+            or (value < 1)
+        ):
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if resume is not None:
+        if not isinstance(resume, LoopState):
+            raise ValueError(
+                f"resume must be a LoopState (FitResult.loop), got "
+                f"{type(resume).__name__}."
+            )
+        if opt_state is not None or initial_epoch:
+            raise ValueError(
+                "resume= carries the optimizer state and the epoch: do not pass "
+                "opt_state or initial_epoch with it."
+            )
+        initial_epoch = int(resume.epoch)
+    elif initial_epoch and opt_state is None:
+        raise ValueError(
+            f"initial_epoch={initial_epoch} without opt_state would restart the "
+            "optimizer (its step count, moments and schedule) at step 0: pass the "
+            "saved opt_state, or resume=loop_state (FitResult.loop)."
+        )
     if not 0 <= initial_epoch <= epochs:
         raise ValueError(
             f"initial_epoch must be in [0, epochs={epochs}], got {initial_epoch}."
         )
     if patience is not None and dev is None:
         raise ValueError("patience (early stopping) needs a dev set: pass dev=(X, y).")
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+    ):
+        raise ValueError(f"patience must be a positive integer, got {patience!r}.")
     if mesh is not None:
         axes = getattr(mesh, "axis_names", type(mesh).__name__)
         if not isinstance(mesh, jax.sharding.Mesh) or "data" not in axes:
@@ -394,24 +751,31 @@ def fit(
             )
     if compute_dtype is not None and not jnp.issubdtype(compute_dtype, jnp.floating):
         raise ValueError(f"compute_dtype must be a float dtype, got {compute_dtype!r}.")
-    loss_obj = _losses.get(loss)
-    blocks = None if blocks is None else list(blocks)
-    if blocks is not None and state is None:
-        state = [{}] * len(blocks)
-    kw = dict(activation=activation, output=output, l1=l1, l2=l2, drop_rate=drop_rate)
-    model = _make_model(blocks, grad, loss_obj, kw)
-    if compute_dtype is not None:
-        low = _make_model(
-            blocks, grad, _float32_loss(loss_obj), {**kw, "l1": 0.0, "l2": 0.0}
+    obj = _objective(
+        blocks, activation, loss, output, l1, l2, drop_rate, grad, compute_dtype, "fit"
+    )
+    if obj.model is not None and state is None:
+        state = _nn.init(jax.random.key(0), obj.model, jnp.shape(X)[1:])[1]
+        if jax.tree.leaves(state):
+            raise ValueError(
+                "this model has state (e.g. BatchNorm running statistics): pass "
+                "state=... from fnn.nn.init."
+            )
+    if resume is not None:
+        jax.tree.map(lambda a, b: None, params, resume.params)  # same structure
+        params, opt_state, state = resume.params, resume.opt_state, resume.state
+    X, y = _paired_rows(X, y, min_rows=1)
+    X, y = _host_check(obj, params, state, X, y, "training set")
+    if dev is not None:
+        X_dev, y_dev = _paired_rows(*dev)
+        X_dev, y_dev = _host_check(obj, params, state, X_dev, y_dev, "dev set")
+    n = X.shape[0]
+    batch_size = min(int(batch_size), n)
+    if mesh is not None and batch_size % mesh.shape["data"]:
+        raise ValueError(
+            f"{n} examples are fewer than batch_size and do not divide across the "
+            f"{mesh.shape['data']} devices: use more examples or a smaller mesh."
         )
-        loss_and_grad = _mixed_precision(low.loss_and_grad, compute_dtype, l1, l2)
-    else:
-        loss_and_grad = model.loss_and_grad
-    if mesh is not None:
-        batch_axis = NamedSharding(mesh, P("data"))
-        shard = lambda a: jax.lax.with_sharding_constraint(a, batch_axis)  # noqa: E731
-    else:
-        shard = lambda a: a  # noqa: E731
     padded = not drop_remainder and n % batch_size != 0
     if padded and jax.tree.leaves(state):
         raise ValueError(
@@ -420,60 +784,29 @@ def fit(
             "out of the batch statistics of blocks with state (BatchNorm). Pass "
             "drop_remainder=True or a batch size that divides the data."
         )
-    key_shuffle, key_dropout = jax.random.split(key)
+    cfg = _EpochConfig(
+        obj, optimizer, n, batch_size, bool(drop_remainder), padded, mesh
+    )
+    keys = tuple(jax.random.split(key))
 
-    def epoch_fn(params, opt_state, state, epoch, X, y):
+    if check_gradients is None:
+        check_gradients = grad == "manual" and (
+            obj.model is not None and not _nn.is_builtin(obj.model)
+        )
+    if check_gradients and initial_epoch < epochs:
         idx, mask = epoch_batches(
-            jax.random.fold_in(key_shuffle, epoch), n, batch_size, drop_remainder
+            jax.random.fold_in(keys[0], initial_epoch), n, batch_size, drop_remainder
         )
-        key_epoch = jax.random.fold_in(key_dropout, epoch)
-
-        def step(carry, batch):
-            params, opt_state, state, bad = carry
-            s, idx_b, mask_b = batch
-            J, g, new_state = loss_and_grad(
-                params,
-                state,
-                shard(X[idx_b]),
-                shard(y[idx_b]),
-                shard(mask_b) if padded else None,
-                jax.random.fold_in(key_epoch, s),
-            )
-            g_norm = _optim.global_norm(g)
-            ok = jnp.isfinite(J) & jnp.isfinite(g_norm) & (bad < 0)
-            bad = jnp.where((bad < 0) & ~ok, s, bad)
-
-            def update(operands):
-                g, params, opt_state, _, new_state = operands
-                updates, opt_state = optimizer.update(g, opt_state, params)
-                return _optim.apply_updates(params, updates), opt_state, new_state
-
-            # A branch rather than a select of old and new values: the update
-            # then happens in place (a select costs ~15% of a small step on CPU).
-            carry = jax.lax.cond(
-                ok, update, lambda op: op[1:4], (g, params, opt_state, state, new_state)
-            )
-            return (*carry, bad), (J, g_norm, ok)
-
-        steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
-        init = (params, opt_state, state, jnp.asarray(-1, jnp.int32))
-        (params, opt_state, state, bad), (J, g_norm, ok) = jax.lax.scan(
-            step, init, (steps, idx, mask)
+        first = idx[0]
+        _check_gradients(
+            obj,
+            params,
+            state,
+            X[first],
+            y[first],
+            mask[0] if padded else None,
+            jax.random.fold_in(jax.random.fold_in(keys[1], initial_epoch), 0),
         )
-        count = jnp.maximum(jnp.sum(ok), 1).astype(J.dtype)
-        metrics = {
-            "train_loss": jnp.sum(jnp.where(ok, J, 0)) / count,
-            "grad_norm": jnp.sum(jnp.where(ok, g_norm, 0)) / count,
-        }
-        return params, opt_state, state, bad, metrics
-
-    run_epoch = jax.jit(epoch_fn, donate_argnums=(0, 1, 2))
-
-    @jax.jit
-    def eval_fn(params, state, X, y):
-        out = model.outputs(params, state, X)
-        Y = _losses.targets(loss_obj, out, y)
-        return loss_obj.fn(out, Y), _accuracy(loss_obj, out, Y)
 
     copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
     params = copy(params)
@@ -483,28 +816,63 @@ def fit(
         params, opt_state, state, X, y = jax.device_put(
             (params, opt_state, state, X, y), NamedSharding(mesh, P())
         )
-    if dev is not None:
-        X_dev, y_dev = jnp.asarray(dev[0]), jnp.asarray(dev[1])
-        if mesh is not None:
+        if dev is not None:
             X_dev, y_dev = jax.device_put((X_dev, y_dev), NamedSharding(mesh, P()))
+    eval_obj = obj._replace(l1=0.0, l2=0.0, grad="autodiff", compute_dtype=None)
     show = sys.stderr.isatty() if progress is None else progress
-    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-    best_loss, best_epoch, best_params, stopped_early = math.inf, None, None, False
-    wait, start = 0, time.perf_counter()
+    pass_loop = callback is not None and _callback_takes_loop(callback)
+    if resume is not None:
+        history = {k: list(resume.history.get(k, [])) for k in HISTORY_KEYS}
+        best_loss, best_epoch = float(resume.best_loss), int(resume.best_epoch)
+        best_params = None if resume.best_params is None else copy(resume.best_params)
+        wait = int(resume.wait)
+    else:
+        history = {k: [] for k in HISTORY_KEYS}
+        best_loss, best_epoch, best_params, wait = math.inf, -1, None, 0
+    stopped_early, start = False, time.perf_counter()
 
+    def loop_state(next_epoch):
+        return LoopState(
+            next_epoch,
+            params,
+            opt_state,
+            None if obj.model is None else state,
+            best_loss,
+            best_epoch,
+            best_params,
+            wait,
+            {k: list(v) for k, v in history.items()},
+        )
+
+    epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         t0 = time.perf_counter()
-        params, opt_state, state, bad, metrics = run_epoch(
-            params, opt_state, state, np.int32(epoch), X, y
+        start_of_epoch = copy((params, opt_state, state))  # the run donates its own
+        params, opt_state, state, bad, cause, finite, metrics = _run_epoch(
+            cfg, False, params, opt_state, state, np.int32(epoch), X, y, keys
         )
-        bad = int(bad)
-        if bad >= 0:
+        if int(bad) >= 0 or not bool(finite):
+            # Replay the epoch from its start, checking every update, to find
+            # the first non-finite step and the parameters just before it.
+            params, opt_state, state, bad, cause, _, _ = _run_epoch(
+                cfg, True, *start_of_epoch, np.int32(epoch), X, y, keys
+            )
             if show:
                 print(file=sys.stderr)
-            raise NonFiniteError(epoch, bad, params, opt_state, state, history)
-        train_loss, train_acc = eval_fn(params, state, X, y)
+            raise NonFiniteError(
+                epoch,
+                int(bad),
+                params,
+                opt_state,
+                state,
+                history,
+                _CAUSES[int(cause)],
+            )
+        train_loss, train_acc = _evaluate(eval_obj, params, state, X, y)
         dev_loss, dev_acc = (
-            eval_fn(params, state, X_dev, y_dev) if dev else (math.nan,) * 2
+            _evaluate(eval_obj, params, state, X_dev, y_dev)
+            if dev is not None
+            else (math.nan,) * 2
         )
         try:
             lr = float(_optim.current_learning_rate(opt_state))
@@ -533,21 +901,30 @@ def fit(
                 best_params = copy(params)
         elif dev is not None:
             wait += 1
-        if callback is not None and callback(record, params, opt_state):
+        stop = patience is not None and wait >= patience
+        if callback is not None:
+            args = (record, params, opt_state)
+            if pass_loop:
+                args += (loop_state(epoch + 1),)
+            if callback(*args):
+                stopped_early = True
+                epoch += 1
+                break
+        if stop:
             stopped_early = True
+            epoch += 1
             break
-        if patience is not None and wait >= patience:
-            stopped_early = True
-            break
+    else:
+        epoch = epochs
     if show:
         print(file=sys.stderr)
-    if best_params is not None:
-        params = best_params
+    loop = loop_state(epoch)
     return FitResult(
-        params,
+        params if best_params is None else best_params,
         opt_state,
-        None if blocks is None else state,
+        None if obj.model is None else state,
         history,
-        best_epoch,
+        best_epoch if best_epoch >= 0 else None,
         stopped_early,
+        loop,
     )

@@ -18,54 +18,22 @@ activations or nonzero biases. Everything here runs in float64, inside a scoped
 and float targets are converted to float64 first.
 
 :func:`compare_gradients` adds the third opinion, ``jax.grad``, for users who
-compare manual against automatic gradients.
+compare manual against automatic gradients. Every function takes the MLP form
+or any model through ``blocks=`` and ``state=`` (leaves are then labelled by
+layer, e.g. ``[2][0] Dense(64, relu) ['W']``); :func:`fnn.nn.check_block`
+checks one block on its own.
 """
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
+from . import nn as _nn
+from ._compare import numerical_grad as numerical_grad
+from ._compare import relative_difference as relative_difference
+from ._compare import to_float64, verdict
 from ._mlp import backprop, loss
 from ._tree import leaves_with_paths
-
-
-def relative_difference(a: jax.Array, b: jax.Array) -> float:
-    """‖a − b‖₂ / (‖a‖₂ + ‖b‖₂) (seed 000); 0 when both are zero."""
-    a, b = jnp.ravel(a), jnp.ravel(b)
-    denom = float(jnp.linalg.norm(a) + jnp.linalg.norm(b))
-    return 0.0 if denom == 0 else float(jnp.linalg.norm(a - b)) / denom
-
-
-def _to64(tree: Any) -> Any:
-    return jax.tree.map(
-        lambda v: (
-            jnp.asarray(v, jnp.float64)
-            if jnp.issubdtype(jnp.asarray(v).dtype, jnp.floating)
-            else v
-        ),
-        tree,
-    )
-
-
-def numerical_grad(
-    f: Callable[[Any], jax.Array], params: Any, eps: float = 1e-7
-) -> Any:
-    """Central differences of the scalar ``f`` at ``params``, one coordinate at a
-    time (seed 000): a tree shaped like ``params``. Costs 2·P evaluations of
-    ``f``, batched with ``jax.lax.map``; call it in float64."""
-    theta, unravel = ravel_pytree(params)
-
-    def partial(i):
-        e = jnp.zeros_like(theta).at[i].set(eps)
-        return (f(unravel(theta + e)) - f(unravel(theta - e))) / (2 * eps)
-
-    column = jax.jit(
-        lambda: jax.lax.map(partial, jnp.arange(theta.size), batch_size=256)
-    )
-    return unravel(column())
 
 
 class GradientComparison(NamedTuple):
@@ -76,7 +44,7 @@ class GradientComparison(NamedTuple):
         central differences), float64.
       manual_vs_autodiff, manual_vs_numerical, autodiff_vs_numerical: seed 000's
         relative difference over all parameters.
-      per_leaf: ``{key path: (manual vs autodiff, manual vs numerical)}``.
+      per_leaf: ``{leaf label: (manual vs autodiff, manual vs numerical)}``.
     """
 
     manual: Any
@@ -87,19 +55,44 @@ class GradientComparison(NamedTuple):
     autodiff_vs_numerical: float
     per_leaf: dict[str, tuple[float, float]]
 
+    @property
+    def passed(self) -> bool:
+        """Every leaf's manual gradient equals autodiff's (≤ 1e-7)."""
+        return all(
+            verdict(ma, mn) in ("ok", "kink") for ma, mn in self.per_leaf.values()
+        )
+
     def table(self) -> str:
-        """The per-leaf report as a plain-text table."""
-        rows = [f"{'leaf':<16} {'manual~autodiff':>16} {'manual~numerical':>17}"]
+        """The per-leaf report as a plain-text table with a verdict column."""
+        width = max([len(p) for p in self.per_leaf] + [4])
+        rows = [f"{'leaf':<{width}}  {'manual~autodiff':>15}  {'manual~numerical':>16}"]
         for path, (ma, mn) in self.per_leaf.items():
-            rows.append(f"{path:<16} {ma:>16.3e} {mn:>17.3e}")
+            rows.append(f"{path:<{width}}  {ma:>15.2e}  {mn:>16.2e}  {verdict(ma, mn)}")
         ma, mn = self.manual_vs_autodiff, self.manual_vs_numerical
-        rows.append(f"{'all':<16} {ma:>16.3e} {mn:>17.3e}")
+        rows.append(f"{'all':<{width}}  {ma:>15.2e}  {mn:>16.2e}  {verdict(ma, mn)}")
         return "\n".join(rows)
+
+    def __repr__(self) -> str:
+        return (
+            f"GradientComparison({'passed' if self.passed else 'FAILED'}, "
+            f"{len(self.per_leaf)} leaves, manual~autodiff "
+            f"{self.manual_vs_autodiff:.1e}, manual~numerical "
+            f"{self.manual_vs_numerical:.1e}, autodiff~numerical "
+            f"{self.autodiff_vs_numerical:.1e})"
+        )
+
+
+def _labelled(tree, kwargs):
+    """``[(label, leaf)]``: by layer for a model, by key path for the MLP."""
+    if kwargs.get("blocks") is not None:
+        return _nn.leaf_labels(_nn.as_model(kwargs["blocks"]), tree)
+    return leaves_with_paths(tree)
 
 
 def _gradients(params, x, y, eps, kwargs, with_autodiff):
-    params, x = _to64(params), _to64(x)
-    y = _to64(y)
+    params, x, y = to_float64(params), to_float64(x), to_float64(y)
+    if kwargs.get("state") is not None:
+        kwargs = {**kwargs, "state": to_float64(kwargs["state"])}
     J = lambda p: loss(p, x, y, **kwargs)  # noqa: E731
     _, manual = jax.jit(lambda p: backprop(p, x, y, **kwargs))(params)
     numerical = numerical_grad(J, params, eps)
@@ -117,7 +110,8 @@ def grad_check(
       params, x, y: as for :func:`fnn.loss` (converted to float64).
       eps: the finite-difference step ε.
       **kwargs: the keywords of :func:`fnn.loss` (activation, loss, output, l1,
-        l2, drop_rate with key and train, mask).
+        l2, drop_rate with key and train, mask; or ``blocks`` and ``state`` for
+        any model).
 
     Returns:
       ‖dθ_approx − dθ‖ / (‖dθ_approx‖ + ‖dθ‖): ≈1e-7 or below for a correct
@@ -125,20 +119,21 @@ def grad_check(
     """
     with jax.enable_x64(True):
         manual, numerical, _ = _gradients(params, x, y, eps, kwargs, False)
-        return relative_difference(ravel_pytree(manual)[0], ravel_pytree(numerical)[0])
+        return relative_difference(manual, numerical)
 
 
 def grad_check_report(
     params: Any, x: Any, y: Any, *, eps: float = 1e-7, **kwargs: Any
 ) -> dict[str, float]:
-    """:func:`grad_check` leaf by leaf: ``{key path: relative difference}``, e.g.
-    ``{"[0]['W']": 3e-10, "[0]['b']": 2e-10, ...}``, to locate a wrong backward."""
+    """:func:`grad_check` leaf by leaf: ``{leaf label: relative difference}``,
+    e.g. ``{"[0]['W']": 3e-10, ...}`` for the MLP or ``{"[2][0] Dense(64, relu)
+    ['W']": 3e-10, ...}`` for a model, to locate a wrong backward."""
     with jax.enable_x64(True):
         manual, numerical, _ = _gradients(params, x, y, eps, kwargs, False)
         return {
-            path: relative_difference(a, b)
-            for (path, a), (_, b) in zip(
-                leaves_with_paths(manual), leaves_with_paths(numerical), strict=True
+            label: relative_difference(a, b)
+            for (label, a), b in zip(
+                _labelled(manual, kwargs), jax.tree.leaves(numerical), strict=True
             )
         }
 
@@ -150,20 +145,16 @@ def compare_gradients(
     float64, with their pairwise relative differences (overall and per leaf).
 
     Same arguments as :func:`grad_check`. ``print(result.table())`` shows the
-    per-leaf report.
+    per-leaf report with a verdict column; ``result.passed`` the verdict.
     """
     with jax.enable_x64(True):
         manual, numerical, autodiff = _gradients(params, x, y, eps, kwargs, True)
-        flat = {
-            name: ravel_pytree(t)[0]
-            for name, t in (("m", manual), ("a", autodiff), ("n", numerical))
-        }
         per_leaf = {
-            path: (relative_difference(m, a), relative_difference(m, n))
-            for (path, m), (_, a), (_, n) in zip(
-                leaves_with_paths(manual),
-                leaves_with_paths(autodiff),
-                leaves_with_paths(numerical),
+            label: (relative_difference(m, a), relative_difference(m, n))
+            for (label, m), a, n in zip(
+                _labelled(manual, kwargs),
+                jax.tree.leaves(autodiff),
+                jax.tree.leaves(numerical),
                 strict=True,
             )
         }
@@ -171,8 +162,8 @@ def compare_gradients(
             manual,
             autodiff,
             numerical,
-            relative_difference(flat["m"], flat["a"]),
-            relative_difference(flat["m"], flat["n"]),
-            relative_difference(flat["a"], flat["n"]),
+            relative_difference(manual, autodiff),
+            relative_difference(manual, numerical),
+            relative_difference(autodiff, numerical),
             per_leaf,
         )

@@ -96,3 +96,17 @@ def test_markdown_tables_well_formed(report):
         assert len(widths) == 1, table  # every row has the header's columns
         assert set(table[1].replace("|", "").replace(":", "")) <= {"-"}
     assert "| tiny (64-32-10 @ 32) | fnn manual |" in text
+
+
+def test_fit_reuse_benchmark_quick_mode(tmp_path):
+    """Later identical fit calls compile nothing (counts, not times, asserted)."""
+    spec = importlib.util.spec_from_file_location(
+        "fit_reuse", ROOT / "benchmarks" / "fit_reuse.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--quick", "--out", str(tmp_path)])
+    assert result["compiles_per_call"][0] > 0
+    assert result["compiles_per_call"][1:] == [0, 0]
+    assert json.loads((tmp_path / "fit_reuse.json").read_text())["calls"] == 3
+    assert "later / first" in (tmp_path / "fit_reuse.md").read_text()

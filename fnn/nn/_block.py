@@ -41,6 +41,13 @@ class Block(NamedTuple):
       backward: ``(params, cache, dy) -> (dparams, dx)``.
       stochastic: the forward draws random numbers in training mode and then
         needs a ``key`` (dropout).
+      spec: plain JSON data that rebuilds the block (``{"block": name, "args":
+        {...}}``, see :func:`fnn.nn.to_spec`), or ``None`` when it cannot be
+        described as data (a user block that is not registered).
+      children: the blocks a combinator is made of (``Sequential``, ``Residual``,
+        ``Concat``), in the order of its ``params`` list; ``()`` for a layer.
+      in_shape: the per-example input shape when the block fixes it (a model
+        from :func:`fnn.mlp`), so that :func:`fnn.nn.init` needs none.
     """
 
     name: str
@@ -48,6 +55,23 @@ class Block(NamedTuple):
     forward: Callable[..., tuple[jax.Array, Any, Any]]
     backward: Callable[..., tuple[Any, jax.Array]]
     stochastic: bool = False
+    spec: Any = None
+    children: tuple["Block", ...] = ()
+    in_shape: tuple[int, ...] | None = None
+
+    def __repr__(self) -> str:
+        return f"Block({self.name})"
+
+    def _identity(self) -> tuple:
+        return (self.init, self.forward, self.backward, self.children, self.in_shape)
+
+    # Two blocks are the same when they run the same functions (the spec is a
+    # description of them): the key under which fit reuses its compiled epoch.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Block) and self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
 
 
 def stateless(
@@ -56,7 +80,20 @@ def stateless(
     forward: Callable[[Any, jax.Array], tuple[jax.Array, Any]],
     backward: Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]],
 ) -> Block:
-    """A :class:`Block` from a deterministic, stateless layer.
+    """A :class:`Block` from a deterministic, stateless layer: the one-line way to
+    turn a user's forward and hand-derived backward into a block.
+
+    Example, a learnable temperature ``y = x / τ`` (``dτ = −Σ dy·x/τ²``,
+    ``dx = dy/τ``)::
+
+        def init(key, in_shape, dtype):
+            return {"tau": jnp.ones((), dtype)}, in_shape
+        def forward(p, x):
+            return x / p["tau"], x
+        def backward(p, x, dy):
+            return {"tau": -jnp.sum(dy * x) / p["tau"] ** 2}, dy / p["tau"]
+        Temperature = fnn.nn.stateless("Temperature", init, forward, backward)
+        fnn.nn.check_block(Temperature, (5,)).passed   # True
 
     Args:
       name: the block's name.

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 
 from .. import initializers as _initializers
 from ._block import Block, ShapeError, stateless
+from ._spec import builtin
 
 
 def _pair(value, name):
@@ -127,6 +128,7 @@ def _check_nhwc(X, channels=None):
         raise ShapeError(f"expected NHWC input (m, H, W, {c}), got {X.shape}")
 
 
+@builtin
 def Conv2D(
     n_filters: int,
     kernel_size,
@@ -248,6 +250,7 @@ def _pool(kind, window, stride):
     return stateless(f"{kind}({window}, stride={strides})", init, forward, backward)
 
 
+@builtin
 def MaxPool2D(window=2, stride=None) -> Block:
     """Max pooling over (kh, kw) windows, per channel, no padding.
 
@@ -265,6 +268,7 @@ def MaxPool2D(window=2, stride=None) -> Block:
     return _pool("MaxPool2D", window, stride)
 
 
+@builtin
 def AvgPool2D(window=2, stride=None) -> Block:
     """Average pooling over (kh, kw) windows, per channel, no padding.
 
@@ -281,6 +285,7 @@ def AvgPool2D(window=2, stride=None) -> Block:
     return _pool("AvgPool2D", window, stride)
 
 
+@builtin
 def Flatten() -> Block:
     """Flatten every axis but the batch axis: y = x.reshape(m, −1); dx = dy
     reshaped back. No params.

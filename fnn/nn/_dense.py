@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from .. import activations as _activations
 from .. import initializers as _initializers
 from ._block import Block, ShapeError, stateless
+from ._spec import builtin
 
 
 def _check_input(A_prev, W):
@@ -35,6 +36,7 @@ def _check_input(A_prev, W):
         )
 
 
+@builtin
 def Dense(
     n_out: int | None = None,
     activation="identity",
@@ -95,6 +97,7 @@ def Dense(
     return stateless(label, init, forward, backward)
 
 
+@builtin
 def Activation(activation, **kwargs) -> Block:
     """An activation as a layer of its own: A = ψ(Z), dZ = dA ⊙ ψ'(Z); no params.
 

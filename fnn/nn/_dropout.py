@@ -19,8 +19,10 @@ Srivastava et al. (2014).
 import jax
 
 from ._block import Block
+from ._spec import builtin
 
 
+@builtin
 def Dropout(drop_rate: float) -> Block:
     """A dropout layer dropping each unit with probability ``drop_rate`` in training.
 

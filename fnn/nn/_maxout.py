@@ -24,8 +24,10 @@ import jax.numpy as jnp
 
 from .. import initializers as _initializers
 from ._block import Block, ShapeError, stateless
+from ._spec import builtin
 
 
+@builtin
 def Maxout(n_out: int, k: int, *, W_init="glorot_normal", b_init="zeros") -> Block:
     """A maxout layer of ``n_out`` units with ``k`` linear pieces each.
 

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from ._block import Block, ShapeError, stateless
+from ._spec import builtin
 
 
 def _standardise(x, axes, eps):
@@ -68,6 +69,7 @@ def _check_eps(eps):
         raise ValueError(f"eps must be a positive number, got {eps!r}.")
 
 
+@builtin
 def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Block:
     """Batch normalization over every axis but the last, with running statistics.
 
@@ -140,6 +142,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Block:
     return Block(f"BatchNorm(momentum={momentum})", init, forward, backward)
 
 
+@builtin
 def LayerNorm(eps: float = 1e-5, *, axis: int | None = None) -> Block:
     """Layer normalization over each example's features, or over the last axis.
 

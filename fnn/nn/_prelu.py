@@ -21,8 +21,10 @@ one α per channel or one shared α).
 import jax.numpy as jnp
 
 from ._block import Block, ShapeError, stateless
+from ._spec import builtin
 
 
+@builtin
 def PReLU(shared: bool = False, alpha_init: float = 0.25) -> Block:
     """A parametric ReLU layer with learned negative slope(s) α.
 
