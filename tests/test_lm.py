@@ -184,7 +184,7 @@ def test_gpt_logits_at_t_unchanged_by_later_ids():
 
 # --- the trajectory check -----------------------------------------------------------
 def _trajectory(model, params, grad, *, steps, T, V, m=4):
-    """``steps`` AdamW steps on random id batches; returns (losses, params)."""
+    """``steps`` AdamW steps on one batch of ids; returns (losses, params)."""
     loss = sequence_cross_entropy()
     optimizer = fnn.optim.adamw(1e-2, weight_decay=0.1)
 
@@ -197,21 +197,21 @@ def _trajectory(model, params, grad, *, steps, T, V, m=4):
         grads, _ = nn.backward(model, params, caches, loss.grad(out, y, mask))
         return loss.fn(out, y, mask), grads
 
+    # One fixed batch, as in llm.c's test: the loss must fall step by step.
+    x = jax.random.randint(jax.random.key(3), (m, T), 0, V)
+    y = jax.random.randint(jax.random.key(4), (m, T), 0, V)
+    mask = jnp.ones((m, T), bool).at[0, T - 2 :].set(False)  # padded tail
+
     @jax.jit
     def run(params):
-        def step(carry, k):
+        def step(carry, _):
             params, opt_state = carry
-            k1, k2 = jax.random.split(k)
-            x = jax.random.randint(k1, (m, T), 0, V)
-            y = jnp.roll(x, -1, axis=1)  # learnable: the next id of the batch
-            mask = jnp.ones((m, T), bool).at[0, T - 2 :].set(False)
             J, g = loss_and_grads(params, x, y, mask)
             updates, opt_state = optimizer.update(g, opt_state, params)
             return (fnn.optim.apply_updates(params, updates), opt_state), J
 
-        keys = jax.random.split(jax.random.key(3), steps)
         (params, _), losses = jax.lax.scan(
-            step, (params, optimizer.init(params)), keys
+            step, (params, optimizer.init(params)), length=steps
         )
         return losses, params
 
@@ -232,7 +232,7 @@ def test_manual_and_autodiff_training_trajectories_agree(arch):
     l_man, l_auto = np.asarray(manual[0]), np.asarray(auto[0])
     assert l_man.dtype == np.float64 and l_man.shape == (20,)
     np.testing.assert_allclose(l_man, l_auto, rtol=1e-9, atol=0)
-    assert l_man[-1] < l_man[0]  # the run trains
+    assert l_man[-1] < 0.9 * l_man[0]  # the run trains
     leaves_m, tree_m = jax.tree.flatten(manual[1])
     leaves_a, tree_a = jax.tree.flatten(auto[1])
     assert tree_m == tree_a
@@ -242,12 +242,15 @@ def test_manual_and_autodiff_training_trajectories_agree(arch):
     # Per leaf, relative to the leaf, except where the leaf is rounding noise:
     # the attention's key bias has an exact gradient of zero (softmax ignores a
     # shift shared by all keys), so both runs move it by Adam-normalised
-    # rounding errors of about 1e-11, different in the two computations.
+    # rounding errors of about 1e-11, different in the two computations: such
+    # a leaf must stay below 1e-9 in both runs.
     start = jax.tree.leaves(params)
     for a, b, p0 in zip(leaves_m, leaves_a, start, strict=True):
         a, b = np.asarray(a), np.asarray(b)
         assert not np.array_equal(a, np.asarray(p0))  # every leaf moved
-        assert np.linalg.norm(a - b) <= 1e-9 * max(np.linalg.norm(b), 1e-3)
+        agree = np.linalg.norm(a - b) <= 1e-9 * np.linalg.norm(b)
+        noise = max(np.linalg.norm(a), np.linalg.norm(b)) <= 1e-9
+        assert agree or noise, (np.linalg.norm(a - b), np.linalg.norm(b))
 
 
 @pytest.mark.xfail(
@@ -284,7 +287,9 @@ def test_pydoc_corpus_ids_vocab_split_and_windows():
     train, valid = fnn.datasets.split_ids(ids, 0.1)
     assert len(train) == 4500 and np.array_equal(np.concatenate([train, valid]), ids)
     x, y = fnn.datasets.char_windows(valid, 16)
-    assert x.shape == y.shape == ((500 - 1) // 16 + (1 if 499 % 16 else 0), 16)
+    # starts 0, 16, ... while a start s leaves its target s + 16 inside: s ≤ 483
+    assert x.shape == y.shape == (483 // 16 + 1, 16)
+    assert x[-1, 0] == valid[480] and y[-1, -1] == valid[496]
     np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
     np.testing.assert_array_equal(x[1, 0], valid[16])
     xr, yr = fnn.datasets.random_char_windows(
