@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=None, help="gpt d / lstm hidden")
     p.add_argument("--context", type=int, default=64, help="window length T")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--steps", type=int, default=None, help="default 1500 (quick 150)")
+    p.add_argument("--steps", type=int, default=None, help="default 1500 (quick 100)")
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps")
@@ -91,16 +91,16 @@ def config(args: argparse.Namespace) -> dict:
     defaults = {
         "layers": 2 if gpt_arch else 1,
         "width": (32 if cfg["quick"] else 64) if gpt_arch else 128,
-        "steps": 150 if cfg["quick"] else 1500,
-        "warmup": 20 if cfg["quick"] else 100,
+        "steps": 100 if cfg["quick"] else 1500,
+        "warmup": 10 if cfg["quick"] else 100,
         "eval_every": 50 if cfg["quick"] else 250,
-        "max_chars": 120_000 if cfg["quick"] else None,
+        "max_chars": 50_000 if cfg["quick"] else None,
     }
     for name, value in defaults.items():
         if cfg[name] is None:
             cfg[name] = value
     if cfg["quick"]:
-        cfg["sample_chars"] = min(cfg["sample_chars"], 120)
+        cfg["sample_chars"] = min(cfg["sample_chars"], 80)
     return cfg
 
 
