@@ -1,7 +1,7 @@
 """Language models built from the sequence blocks, trained end to end.
 
-* a synthetic task (reverse a sequence of digits) that the causal GPT and the
-  LSTM learn, measured by token accuracy on the output positions;
+* a synthetic task (reverse a sequence of six digits) that the causal GPT and
+  the LSTM learn to ≥ 99% token accuracy on the output positions;
 * causality of the whole GPT: d logits[t] / d X[s] = 0 for every s > t, by the
   Jacobian of the autodiff forward and by the rows of the hand-written backward;
 * the trajectory check (llm.c's test, in float64 against jax.grad instead of
@@ -84,23 +84,20 @@ def test_reversal_batch_layout():
     assert int(mask.sum()) == 3 * 4
 
 
-def test_gpt_learns_to_reverse_digits():
-    """A 2-layer causal GPT (width 32): clear learning in a short run."""
-    acc = train_reversal(gpt(11, 32, 4, 2, 12), L=6, steps=300, lr=3e-3)
-    assert acc > 0.6, acc
-
-
-@pytest.mark.slow
 def test_gpt_reverses_digits_to_99_percent():
-    acc = train_reversal(gpt(11, 64, 4, 2, 12), L=6, steps=1500, lr=2e-3)
+    """A 2-layer causal GPT (width 32, 4 heads) learns to reverse six digits:
+    ≥ 99% of the output tokens right after 120 AdamW steps (about 100% measured)."""
+    acc = train_reversal(gpt(11, 32, 4, 2, 12), L=6, steps=120, lr=3e-3, m=32)
     assert acc >= 0.99, acc
 
 
 @pytest.mark.slow
-def test_lstm_reverses_digits():
-    """The LSTM must hold the six digits in its state: stated accuracy ≥ 90%."""
-    acc = train_reversal(lstm_lm(11, 32, 128), L=6, steps=1500, lr=1e-2)
-    assert acc >= 0.9, acc
+def test_lstm_reverses_digits_to_99_percent():
+    """The LSTM (hidden 128) must hold the six digits in its state: ≥ 99% of the
+    output tokens after 1500 steps (100% measured; about 93% for hidden 64
+    after 400 steps)."""
+    acc = train_reversal(lstm_lm(11, 32, 128), L=6, steps=1500, lr=1e-2, m=32)
+    assert acc >= 0.99, acc
 
 
 # --- causality ------------------------------------------------------------------------
@@ -169,17 +166,21 @@ def test_gpt_output_at_t_ignores_inputs_after_t(causal):
 
 
 def test_gpt_logits_at_t_unchanged_by_later_ids():
-    """End to end on token ids: changing ids after t leaves logits[:t+1] equal."""
+    """End to end on token ids: row t of the batch changes every id after t;
+    its logits up to t equal those of the original ids, and differ after t."""
     T, V = 6, 9
     model = gpt(V, 16, 4, 2, T)
     params, _ = nn.init(jax.random.key(0), model, (T,))
-    ids = jax.random.randint(jax.random.key(1), (2, T), 0, V)
-    logits = jax.jit(lambda ids: nn.forward(model, params, ids)[0])
-    a = logits(ids)
+    ids = jax.random.randint(jax.random.key(1), (T,), 0, V)
+    later = jnp.arange(T)[None, :] > jnp.arange(T)[:, None]  # (t, s): s > t
+    changed = jnp.where(later, (ids + 1) % V, ids)  # (T, T)
+    logits = jax.jit(lambda x: nn.forward(model, params, x)[0])(
+        jnp.concatenate([ids[None], changed])
+    )
+    a, b = np.asarray(logits[0]), np.asarray(logits[1:])
     for t in range(T - 1):
-        b = logits(ids.at[:, t + 1 :].set((ids[:, t + 1 :] + 1) % V))
-        np.testing.assert_array_equal(a[:, : t + 1], b[:, : t + 1])
-        assert not np.allclose(a[:, t + 1 :], b[:, t + 1 :])
+        np.testing.assert_array_equal(b[t, : t + 1], a[: t + 1])
+        assert not np.allclose(b[t, t + 1 :], a[t + 1 :])
 
 
 # --- the trajectory check -----------------------------------------------------------
@@ -265,10 +266,10 @@ def test_backprop_with_blocks_takes_the_sequence_loss():
     params, _ = nn.init(jax.random.key(0), model, (T,))
     x = jax.random.randint(jax.random.key(1), (3, T), 0, V)
     y = jnp.roll(x, -1, axis=1)
+    J = jax.jit(lambda p: fnn.loss(p, x, y, loss=loss, blocks=model))(params)
+    grads = jax.jit(lambda p: fnn.backprop(p, x, y, loss=loss, blocks=model))(params)
     out, _, caches = nn.forward(model, params, x)
     expected, _ = nn.backward(model, params, caches, loss.grad(out, y))
-    J = fnn.loss(params, x, y, loss=loss, blocks=model)
-    grads = fnn.backprop(params, x, y, loss=loss, blocks=model)
     np.testing.assert_allclose(J, loss.fn(out, y), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
