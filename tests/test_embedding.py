@@ -304,3 +304,20 @@ def test_sequence_cross_entropy_all_masked_and_errors():
         loss.fn(Z, jnp.zeros((2,), jnp.int32))
     with pytest.raises(ValueError, match="one flag per token"):
         loss.fn(Z, y, jnp.ones((3, 2), bool))
+
+
+@pytest.mark.parametrize(
+    ("block", "in_shape", "x"),
+    [
+        (nn.Embedding(4, 3), (5,), np.array([[0, 1, 1, 3, 1], [2, 2, 0, 0, 1]])),
+        (nn.PositionalEmbedding(6, 3), (4, 3), None),
+        (nn.RMSNorm(), (3, 4), None),
+        (nn.LayerNorm(axis=-1), (3, 4), None),
+    ],
+    ids=["embedding", "positional", "rmsnorm", "layernorm_last"],
+)
+def test_check_block_passes(block, in_shape, x):
+    """fnn.nn.check_block, the public three-way check, on every new block."""
+    result = nn.check_block(block, in_shape, key=jax.random.key(3), x=x)
+    assert result.passed, result.table()
+    assert all(r.manual_vs_autodiff <= 1e-10 for r in result.rows), result.table()

@@ -176,3 +176,15 @@ def test_recurrent_language_model_stack_backprop(make):
     with jax.enable_x64(True):
         err, _ = _stack_grads_vs_autodiff(blocks, T, V, jax.random.key(1))
     assert err <= 1e-10
+
+
+@pytest.mark.parametrize(
+    "block",
+    [nn.LSTM(3, initial_state="learned"), nn.GRU(3, False)],
+    ids=["lstm_learned", "gru_last"],
+)
+def test_check_block_passes(block):
+    """fnn.nn.check_block: per-coordinate finite differences, every leaf."""
+    result = nn.check_block(block, (4, 2), key=jax.random.key(2))
+    assert result.passed, result.table()
+    assert all(r.manual_vs_autodiff <= 1e-10 for r in result.rows), result.table()

@@ -1,12 +1,16 @@
 """Multi-head self-attention, forward and backward by hand.
 
 Batch-first: ``X`` is ``(m, T, d)``; h heads of width d_h = d/h. Every projection
-is a dense map of the last axis with ``W`` ``(d, d)`` and ``b`` ``(d,)``.
+is a dense map of the last axis with ``W`` ``(d, d)`` and ``b`` ``(d,)``, except
+that the key projection has no bias: b_k would add q_i·b_k to every score of row
+i, a constant along the row that the softmax removes, so the output would not
+depend on it and its gradient would be zero (PyTorch keeps one; load it by
+dropping it).
 
 Forward (Vaswani et al. 2017, §3.2), per head (heads split off the last axis,
 ``(m, T, d) → (m, h, T, d_h)``):
 
-    Q = X W_q + b_q,   K = X W_k + b_k,   V = X W_v + b_v
+    Q = X W_q + b_q,   K = X W_k,   V = X W_v + b_v
     S = Q Kᵀ / √d_h                              (m, h, T, T)
     P = softmax_j(S) over the allowed keys j of each query i; P_ij = 0 elsewhere
     O = P V                                      (m, h, T, d_h) → (m, T, d)
@@ -23,7 +27,7 @@ Backward, with dY ``(m, T, d)``:
     dP = dO Vᵀ,       dV = Pᵀ dO
     dS = P ⊙ (dP − rowsum(dP ⊙ P))          (softmax Jacobian-vector product)
     dQ = dS K / √d_h,  dK = dSᵀ Q / √d_h
-    dW_• = Σ Xᵀ d•,   db_• = Σ d•  (• = Q, K, V, heads merged back)
+    dW_• = Σ Xᵀ d•,   db_• = Σ d•  (• = Q, K, V, heads merged back; no db_k)
     dX = dQ W_qᵀ + dK W_kᵀ + dV W_vᵀ
 
 (the sums Σ run over the batch and the positions). Masked entries have P = 0 and
@@ -41,6 +45,7 @@ import jax.numpy as jnp
 
 from .. import initializers as _initializers
 from ._block import Block, ShapeError
+from ._spec import builtin
 
 _PROJECTIONS = ("q", "k", "v", "o")
 
@@ -68,15 +73,15 @@ def _merge_heads(A):
 
 
 def _dense(p, A):
-    return A @ p["W"] + p["b"]
+    return A @ p["W"] + p["b"] if "b" in p else A @ p["W"]
 
 
-def _dense_grads(A, dZ):
+def _dense_grads(p, A, dZ):
     """dW = Σ Aᵀ dZ and db = Σ dZ over the batch and the positions."""
-    return {
-        "W": jnp.tensordot(A, dZ, axes=((0, 1), (0, 1))),
-        "b": jnp.sum(dZ, axis=(0, 1)),
-    }
+    grads = {"W": jnp.tensordot(A, dZ, axes=((0, 1), (0, 1)))}
+    if "b" in p:
+        grads["b"] = jnp.sum(dZ, axis=(0, 1))
+    return grads
 
 
 def _allowed(T, causal, key_mask):
@@ -111,7 +116,8 @@ def attention_forward(
     """Multi-head self-attention Y = MHA(X) (equations in the module docstring).
 
     Args:
-      params: ``{"q", "k", "v", "o"}``, each ``{"W": (d, d), "b": (d,)}``.
+      params: ``{"q", "k", "v", "o"}``, each ``{"W": (d, d), "b": (d,)}``, but
+        ``"k"`` without ``"b"``.
       X: ``(m, T, d)``.
       num_heads: h, dividing d.
       causal: query i attends to keys j ≤ i only.
@@ -153,7 +159,7 @@ def attention_backward(
     """
     X, Q, K, V, P, O = cache
     num_heads, d_h = Q.shape[1], Q.shape[3]
-    grads = {"o": _dense_grads(O, dY)}
+    grads = {"o": _dense_grads(params["o"], O, dY)}
     dO = _split_heads(dY @ params["o"]["W"].T, num_heads)
     dP = jnp.einsum("bhid,bhjd->bhij", dO, V)
     dV = jnp.einsum("bhij,bhid->bhjd", P, dO)
@@ -163,11 +169,12 @@ def attention_backward(
     dX = jnp.zeros_like(X)
     for name, dZ in (("q", dQ), ("k", dK), ("v", dV)):
         dZ = _merge_heads(dZ)
-        grads[name] = _dense_grads(X, dZ)
+        grads[name] = _dense_grads(params[name], X, dZ)
         dX = dX + dZ @ params[name]["W"].T
     return {n: grads[n] for n in _PROJECTIONS}, dX
 
 
+@builtin
 def MultiHeadAttention(
     num_heads: int,
     causal: bool = False,
@@ -192,7 +199,8 @@ def MultiHeadAttention(
 
     Returns:
       A :class:`Block` with params ``{"q", "k", "v", "o"}``, each
-      ``{"W": (d, d), "b": (d,)}``; input and output ``(m, T, d)``.
+      ``{"W": (d, d), "b": (d,)}`` except ``"k"``, which has ``"W"`` only (see
+      the module docstring); input and output ``(m, T, d)``.
 
     References: Vaswani et al. (2017), "Attention Is All You Need", §3.2.
     """
@@ -217,10 +225,9 @@ def MultiHeadAttention(
         params = {}
         for i, name in enumerate(_PROJECTIONS):
             k_W, k_b = jax.random.split(jax.random.fold_in(key, i))
-            params[name] = {
-                "W": W_init(k_W, (d, d), dtype),
-                "b": b_init(k_b, (d,), dtype),
-            }
+            params[name] = {"W": W_init(k_W, (d, d), dtype)}
+            if name != "k":
+                params[name]["b"] = b_init(k_b, (d,), dtype)
         return params, {}, tuple(in_shape)
 
     def forward(params, state, X, key, train):

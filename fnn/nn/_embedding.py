@@ -28,6 +28,7 @@ import numpy as np
 
 from .. import initializers as _initializers
 from ._block import Block, ShapeError, stateless
+from ._spec import builtin
 
 
 def _float0_zeros(shape) -> np.ndarray:
@@ -35,6 +36,7 @@ def _float0_zeros(shape) -> np.ndarray:
     return np.zeros(shape, dtype=jax.dtypes.float0)
 
 
+@builtin
 def Embedding(vocab_size: int, dim: int, *, W_init=None) -> Block:
     """Token embedding: integer ids ``(m, T)`` → rows of a table ``(m, T, dim)``.
 
@@ -92,6 +94,7 @@ def Embedding(vocab_size: int, dim: int, *, W_init=None) -> Block:
     return stateless(f"Embedding({vocab_size}, {dim})", init, forward, backward)
 
 
+@builtin
 def PositionalEmbedding(max_len: int, dim: int, *, P_init=None) -> Block:
     """Learned positional embedding added to a sequence: Y[b, t] = X[b, t] + P[t].
 

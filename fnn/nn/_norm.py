@@ -205,6 +205,7 @@ def LayerNorm(eps: float = 1e-5, *, axis: int | None = None) -> Block:
     return stateless(label, init, forward, backward)
 
 
+@builtin
 def RMSNorm(eps: float = 1e-6) -> Block:
     """Root-mean-square normalization over the last axis, with a learned scale.
 

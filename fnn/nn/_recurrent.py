@@ -64,6 +64,7 @@ import jax
 import jax.numpy as jnp
 
 from ._block import Block, ShapeError
+from ._spec import builtin
 
 
 class LSTMCache(NamedTuple):
@@ -313,6 +314,7 @@ def _recurrent_block(
     return Block(label, init, forward, backward)
 
 
+@builtin
 def LSTM(
     hidden: int, return_sequences: bool = True, *, initial_state: str = "zeros"
 ) -> Block:
@@ -348,6 +350,7 @@ def LSTM(
     )
 
 
+@builtin
 def GRU(
     hidden: int, return_sequences: bool = True, *, initial_state: str = "zeros"
 ) -> Block:
