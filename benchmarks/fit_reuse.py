@@ -78,7 +78,8 @@ def markdown(r: dict) -> str:
         [
             "# Repeated fit calls",
             "",
-            f"{r['calls']} identical `fnn.fit` calls on digits (64-64-10, Adam, batch 32, "
+            f"{r['calls']} identical `fnn.fit` calls on digits (64-64-10, Adam, "
+            f"batch 32, "
             f"{r['epochs']} epochs, dev set), {r['machine']}, jax {r['jax']}.",
             "",
             "| quantity | value |",

@@ -9,7 +9,10 @@ without building it.
 Invariants (tested for every activation):
   * ``grad(z) == jax.vmap(jax.grad(fn))(z)`` elementwise (softmax: the Jacobian);
   * ``vjp(z, g) == jax.vjp(fn, z)[1](g)``;
-  * value and derivative are finite for ``|z| <= 1e3`` in float32.
+  * value and derivative are finite for ``|z| <= 1e3`` in float32;
+  * NaN propagates: ``fn``, ``grad`` and ``vjp`` are NaN where ``z`` is NaN (a
+    NaN input must not become a finite activation; ``jax.nn.relu`` and fnn agree
+    on the value, while ``jax.grad`` of a ``where`` would give a finite derivative).
 
 Conventions at the kinks, where the seeds are silent or differ:
   * ``relu``: ψ'(0) = 0, as in JAX (seed 000 writes x·1{x ≥ 0}, which would
@@ -65,10 +68,17 @@ def _const(value: float, like: jax.Array) -> jax.Array:
     return jnp.full_like(like, value)
 
 
+def _keep_nan(z: jax.Array, value: jax.Array) -> jax.Array:
+    """``value``, but NaN wherever ``z`` is NaN: a piecewise-constant function or
+    derivative selected by comparisons (false for NaN) would otherwise turn a NaN
+    input into a finite number and hide it. Its autodiff is that of ``value``."""
+    return jnp.where(jnp.isnan(z), z, value)
+
+
 # --- identity, ψ(z) = z, ψ'(z) = 1 ------------------------------------------------
 def identity() -> Activation:
     """ψ(z) = z; ψ'(z) = 1 (regression output, seed 001)."""
-    return _elementwise("identity", lambda z: z, jnp.ones_like)
+    return _elementwise("identity", lambda z: z, lambda z: _keep_nan(z, _const(1, z)))
 
 
 # --- sigmoid, σ(z) = 1 / (1 + e^{-z}), σ' = σ(1 - σ) ------------------------------
@@ -154,8 +164,8 @@ def step(beta: float = 0.0) -> Activation:
     """
     return _elementwise(
         f"step(beta={beta})",
-        lambda z: jnp.where(z >= beta, _const(1, z), _const(0, z)),
-        jnp.zeros_like,
+        lambda z: _keep_nan(z, jnp.where(z >= beta, _const(1, z), _const(0, z))),
+        lambda z: _keep_nan(z, _const(0, z)),
     )
 
 
@@ -164,8 +174,9 @@ def relu() -> Activation:
     """ψ(z) = max(0, z); ψ'(z) = 1{z > 0} (ψ'(0) = 0, as in JAX) (seeds 000-003)."""
     return _elementwise(
         "relu",
-        lambda z: jnp.where(z > 0, z, _const(0, z)),
-        lambda z: jnp.where(z > 0, _const(1, z), _const(0, z)),
+        # z <= 0 is false for NaN, which so takes the z branch and propagates.
+        lambda z: jnp.where(z <= 0, _const(0, z), z),
+        lambda z: _keep_nan(z, jnp.where(z > 0, _const(1, z), _const(0, z))),
     )
 
 
@@ -174,7 +185,7 @@ def leaky_relu(alpha: float = 0.01) -> Activation:
     return _elementwise(
         f"leaky_relu(alpha={alpha})",
         lambda z: jnp.where(z >= 0, z, alpha * z),
-        lambda z: jnp.where(z >= 0, _const(1, z), _const(alpha, z)),
+        lambda z: _keep_nan(z, jnp.where(z >= 0, _const(1, z), _const(alpha, z))),
     )
 
 
@@ -318,8 +329,25 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# Activations built by ``get`` (per factory and keyword arguments): the same name
+# gives the same object, so that compiled functions keyed on it are reused.
+_CACHE: dict[Any, Activation] = {}
+
+
+def _cache_key(factory: Callable, kwargs: dict[str, Any]):
+    key = (factory, tuple(sorted((k, type(v), v) for k, v in kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None  # unhashable parameters (e.g. an array): not cached
+    return key
+
+
 def get(activation: "str | Activation", **kwargs: Any) -> Activation:
     """Look up an activation by name, or pass an :class:`Activation` through.
+
+    Repeated calls with the same name (or an alias of it) and the same parameters
+    return the same :class:`Activation` object.
 
     Args:
       activation: a registered name (see :func:`names`) or an ``Activation``.
@@ -341,9 +369,16 @@ def get(activation: "str | Activation", **kwargs: Any) -> Activation:
         raise ValueError(
             f"unknown activation {activation!r}; valid names: {', '.join(names())}."
         )
+    factory = _REGISTRY[activation]
+    key = _cache_key(factory, kwargs)
+    if key is not None and key in _CACHE:
+        return _CACHE[key]
     try:
-        return _REGISTRY[activation](**kwargs)
+        result = factory(**kwargs)
     except TypeError as err:
         raise ValueError(
             f"bad parameters for activation {activation!r}: {err}"
         ) from None
+    if key is not None:
+        _CACHE[key] = result
+    return result

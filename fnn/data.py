@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from . import losses as _losses
+
 __all__ = [
     "DEFAULT_SPLIT_RATIOS_LARGE",
     "DEFAULT_SPLIT_RATIOS_SMALL",
@@ -48,6 +50,7 @@ __all__ = [
     "Split",
     "Standardizer",
     "ZCAWhitener",
+    "check_examples",
     "default_split_ratios",
     "epoch_batches",
     "epoch_key",
@@ -60,6 +63,233 @@ __all__ = [
     "split_indices",
     "train_dev_test_split",
 ]
+
+
+# --------------------------------------------------------------------------------
+# Validation of examples on the host
+# --------------------------------------------------------------------------------
+
+# Elements examined at a time, so that a large (memory-mapped) array is read once,
+# block by block, and no temporary larger than a block is ever made.
+_CHUNK_ELEMENTS = 1 << 22
+
+
+def _format_value(value) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return repr(value)
+
+
+def _first_bad(A: np.ndarray, is_bad) -> tuple[int, tuple[int, ...], object] | None:
+    """The first row of ``A`` ``(m, ...)`` where ``is_bad`` (elementwise, vectorised)
+    holds: ``(row, index within the row, value)``, or ``None``.
+
+    ``A`` is read in blocks of rows (a memmap is never copied whole)."""
+    m = A.shape[0]
+    row_size = max(math.prod(A.shape[1:]), 1)
+    step = max(_CHUNK_ELEMENTS // row_size, 1)
+    for start in range(0, m, step):
+        block = np.asarray(A[start : start + step])
+        bad = np.asarray(is_bad(block)).reshape(block.shape[0], -1)
+        rows = bad.any(axis=1)
+        if rows.any():
+            i = int(np.argmax(rows))
+            j = int(np.argmax(bad[i]))
+            index = np.unravel_index(j, block.shape[1:]) if block.ndim > 1 else ()
+            value = block[i][index] if index else block[i]
+            return start + i, tuple(int(t) for t in index), value
+    return None
+
+
+def _where(row: int, index: tuple[int, ...], arg: str, name: str, value) -> str:
+    """``row 17 of X in the dev set holds NaN (column 3)``."""
+    at = ""
+    if len(index) == 1:
+        at = f" (column {index[0]})"
+    elif index:
+        at = f" (position {index} within the row)"
+    return f"row {row} of {arg} in the {name} holds {_format_value(value)}{at}"
+
+
+def _as_host(A, arg: str, name: str) -> np.ndarray:
+    """``A`` as a numpy array (no copy for numpy arrays and memmaps), numeric, with a
+    batch axis."""
+    A = np.asarray(A)
+    if not (jnp.issubdtype(A.dtype, jnp.number) or A.dtype == np.bool_):
+        raise ValueError(
+            f"{arg} in the {name} has dtype {A.dtype}; pass a numeric array "
+            f"(e.g. np.asarray({arg}, dtype=np.float32))."
+        )
+    if A.ndim == 0:
+        raise ValueError(
+            f"{arg} in the {name} is a scalar; pass an array with one row per "
+            "example (batch first)."
+        )
+    return A
+
+
+def _check_finite(A: np.ndarray, arg: str, name: str, what: str) -> None:
+    if not jnp.issubdtype(A.dtype, jnp.inexact):
+        return  # integers and booleans are always finite
+    bad = _first_bad(A, lambda b: ~np.isfinite(b))
+    if bad is not None:
+        row, index, value = bad
+        raise ValueError(
+            f"{_where(row, index, arg, name, value)}; "
+            f"{what} must be finite: remove or impute the non-finite values "
+            "before passing the data (np.isfinite finds them)."
+        )
+
+
+def _check_range(A: np.ndarray, arg: str, name: str, lo, hi, what: str) -> None:
+    """Every value of ``A`` in the closed interval ``[lo, hi]`` (NaN fails too)."""
+    bad = _first_bad(A, lambda b: ~((b >= lo) & (b <= hi)))
+    if bad is not None:
+        row, index, value = bad
+        raise ValueError(
+            f"{_where(row, index, arg, name, value)}, outside [{lo}, {hi}]; {what}."
+        )
+
+
+def _expect_rows(y: np.ndarray, m: int, k: int | None, loss_name: str, name: str):
+    """``y`` of shape ``(m, k)``, or ``(m,)`` when ``k == 1`` (``k`` None: any
+    width)."""
+    ok = y.ndim == 2 and (k is None or y.shape[1] == k)
+    ok = ok or (y.ndim == 1 and k in (None, 1))
+    if not ok:
+        if k is None:
+            expected = "(m, k) or (m,)"
+        else:
+            expected = f"({m}, {k})" + (f" or ({m},)" if k == 1 else "")
+        raise ValueError(
+            f"y in the {name} has shape {y.shape}, but {loss_name} expects targets "
+            f"of shape {expected} for a network with "
+            f"{'its' if k is None else k} output(s); reshape y or change the "
+            "network's output width."
+        )
+
+
+def check_examples(
+    X: ArrayLike,
+    y: ArrayLike | None = None,
+    *,
+    loss: "str | _losses.Loss | None" = None,
+    n_outputs: int | None = None,
+    name: str = "training set",
+) -> None:
+    """Check a data set on the host, once, where it enters training or evaluation.
+
+    The compiled training step trusts its data (it must stay cheap, and a traced
+    label cannot raise): an out-of-range class label there becomes an all-zero
+    one-hot row and a NaN input can turn into a finite loss. This function finds
+    such mistakes up front, in vectorised numpy (read block by block, so a numpy
+    memmap is never copied whole), and names the set, the argument, the first bad
+    row and value, and what to do.
+
+    Checks:
+      * ``X`` has at least one row and only finite values (no NaN or ±inf);
+      * ``y`` (when given) has as many rows as ``X``;
+      * cross-entropy (``loss.fused_output == "softmax"``): integer labels
+        ``(m,)`` in ``[0, n_outputs)``, or one-hot / probability rows
+        ``(m, n_outputs)`` with values in ``[0, 1]``; a 1-D float vector is
+        refused (labels must be integers: ``y.astype(int)``);
+      * binary cross-entropy (``"sigmoid"``): targets in ``[0, 1]`` of shape
+        ``(m, n_outputs)``, or ``(m,)`` for one output;
+      * any other loss (and ``loss=None``): finite targets of shape
+        ``(m, n_outputs)``, or ``(m,)`` for one output.
+
+    Args:
+      X: ``(m, ...)`` inputs (numpy array, memmap, jax array or nested lists).
+      y: ``(m,)`` or ``(m, k)`` targets, or ``None`` to check ``X`` only.
+      loss: a loss name or :class:`fnn.losses.Loss`; ``None`` skips the
+        loss-specific label checks.
+      n_outputs: the network's output width ``k``; ``None`` skips the width and
+        label-range-above checks.
+      name: what the set is called in messages (``"training set"``,
+        ``"dev set"``, ``"evaluation set"``).
+
+    Raises:
+      ValueError: the first problem found, e.g. ``row 17 of X in the dev set
+        holds NaN; ...``.
+    """
+    X = _as_host(X, "X", name)
+    m = X.shape[0]
+    if m == 0:
+        raise ValueError(
+            f"the {name} is empty: X has shape {X.shape} (0 rows); pass at least "
+            "one example."
+        )
+    if y is not None:
+        y = _as_host(y, "y", name)
+        if y.shape[0] != m:
+            raise ValueError(
+                f"X has {m} rows but y has {y.shape[0]} in the {name} (X.shape="
+                f"{X.shape}, y.shape={y.shape}); pass one target per example, "
+                "batch first."
+            )
+    if n_outputs is not None:
+        n_outputs = operator.index(n_outputs)
+    _check_finite(X, "X", name, "inputs")
+    if y is None:
+        return
+    loss_obj = None if loss is None else _losses.get(loss)
+    kind = None if loss_obj is None else loss_obj.fused_output
+    loss_name = "the loss" if loss_obj is None else loss_obj.name
+    k = n_outputs
+    if kind == "softmax":
+        if jnp.issubdtype(y.dtype, jnp.integer):
+            if y.ndim == 1:
+                hi = None if k is None else k - 1
+                bad = _first_bad(
+                    y, lambda b: (b < 0) if hi is None else ((b < 0) | (b > hi))
+                )
+                if bad is not None:
+                    row, _, value = bad
+                    span = "[0, k)" if k is None else f"[0, {k}) for {k} outputs"
+                    raise ValueError(
+                        f"row {row} of y in the {name} holds the label "
+                        f"{_format_value(value)}, outside {span}; class labels of "
+                        f"{loss_name} must be 0 ... k-1 for a network with k "
+                        "outputs: fix the labels or widen the output layer."
+                    )
+                return
+        elif y.ndim == 1:
+            raise ValueError(
+                f"y in the {name} is a 1-D vector of dtype {y.dtype}; "
+                f"{loss_name} needs integer class labels (m,) (e.g. y.astype(int)) "
+                "or one-hot / probability rows (m, k)."
+            )
+        if y.ndim != 2 or (k is not None and y.shape[1] != k):
+            expected = "(m, k)" if k is None else f"({m}, {k})"
+            raise ValueError(
+                f"y in the {name} has shape {y.shape}, but {loss_name} expects "
+                f"integer labels ({m},) or one-hot / probability rows {expected}"
+                f"{'' if k is None else f' for {k} outputs'}; reshape y or change "
+                "the network's output width."
+            )
+        _check_range(
+            y,
+            "y",
+            name,
+            0,
+            1,
+            f"{loss_name} targets given as rows must be one-hot or probability rows",
+        )
+        return
+    _expect_rows(y, m, k, loss_name, name)
+    if kind == "sigmoid":
+        _check_range(
+            y,
+            "y",
+            name,
+            0,
+            1,
+            f"{loss_name} targets are probabilities: use labels 0/1 (or values "
+            "in between)",
+        )
+        return
+    _check_finite(y, "y", name, "targets")
 
 
 # --------------------------------------------------------------------------------
@@ -85,8 +315,20 @@ def _paired_rows(X: ArrayLike, y: ArrayLike, min_rows: int = 0):
     return X, y
 
 
-def _as_matrix(X: ArrayLike, name: str, min_rows: int = 1) -> jax.Array:
-    """``X`` as a floating ``(m, n)`` array; integers become float32."""
+def _as_matrix(X: ArrayLike, name: str, fit: str, min_rows: int = 1) -> jax.Array:
+    """``X`` as a floating ``(m, n)`` array; integers become float32. A concrete
+    ``X`` is checked to be finite (``fit`` names the caller in the message)."""
+    if not isinstance(X, jax.core.Tracer):  # under jit the statistics are not checked
+        X_host = np.asarray(X)
+        if X_host.ndim == 2 and jnp.issubdtype(X_host.dtype, jnp.inexact):
+            bad = _first_bad(X_host, lambda b: ~np.isfinite(b))
+            if bad is not None:
+                row, (col,), value = bad
+                raise ValueError(
+                    f"{fit}: row {row} of {name} holds {_format_value(value)} "
+                    f"(column {col}), which would make the statistics of column "
+                    f"{col} non-finite; remove or impute the non-finite values first."
+                )
     X = jnp.asarray(X)
     if X.ndim != 2:
         raise ValueError(
@@ -163,7 +405,8 @@ def fit_standardize(X_train: ArrayLike, eps: float = 1e-8) -> Standardizer:
 
     Args:
       X_train: ``(m, n)`` training inputs, ``m >= 1``; integer inputs are
-        treated as float32.
+        treated as float32. NaN or ±inf raises a ``ValueError``
+        naming the first row and its column (checked when not traced).
       eps: small constant ``epsilon >= 0`` added to ``sigma``.
 
     Returns:
@@ -177,7 +420,7 @@ def fit_standardize(X_train: ArrayLike, eps: float = 1e-8) -> Standardizer:
     """
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0; got {eps}")
-    X = _as_matrix(X_train, "X_train")
+    X = _as_matrix(X_train, "X_train", "fit_standardize")
     mu = jnp.mean(X, axis=0)
     sigma = jnp.sqrt(jnp.mean(jnp.square(X - mu), axis=0))
     scale = jnp.where(sigma > 0, sigma + jnp.asarray(eps, X.dtype), 1).astype(X.dtype)
@@ -227,7 +470,8 @@ def fit_min_max(X_train: ArrayLike) -> MinMaxScaler:
 
     Args:
       X_train: ``(m, n)`` training inputs, ``m >= 1``; integer inputs are
-        treated as float32.
+        treated as float32. NaN or ±inf raises a ``ValueError``
+        naming the first row and its column (checked when not traced).
 
     Returns:
       A ``MinMaxScaler`` with ``minimum`` and ``range`` of shape ``(n,)``; its
@@ -236,7 +480,7 @@ def fit_min_max(X_train: ArrayLike) -> MinMaxScaler:
     References:
       seed 003, "Standardization: Min-Max scaling".
     """
-    X = _as_matrix(X_train, "X_train")
+    X = _as_matrix(X_train, "X_train", "fit_min_max")
     lo = jnp.min(X, axis=0)
     hi = jnp.max(X, axis=0)
     rng = jnp.where(hi > lo, hi - lo, 1).astype(X.dtype)
@@ -295,7 +539,8 @@ def fit_zca(X_train: ArrayLike, eps: float = 1e-5) -> ZCAWhitener:
 
     Args:
       X_train: ``(m, n)`` training inputs, ``m >= 2``; integer inputs are
-        treated as float32.
+        treated as float32. NaN or ±inf raises a ``ValueError``
+        naming the first row and its column (checked when not traced).
       eps: regulariser ``epsilon >= 0`` added to the eigenvalues, in squared input
         units; it must be ``> 0`` when ``C`` is singular.
 
@@ -308,7 +553,7 @@ def fit_zca(X_train: ArrayLike, eps: float = 1e-5) -> ZCAWhitener:
     """
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0; got {eps}")
-    X = _as_matrix(X_train, "X_train", min_rows=2)
+    X = _as_matrix(X_train, "X_train", "fit_zca", min_rows=2)
     m = X.shape[0]
     mu = jnp.mean(X, axis=0)
     Xc = X - mu

@@ -37,11 +37,13 @@ weights are ``(n_in, n_out)`` (batch-first ``Z = A_prev @ W + b``).
 """
 
 import math
+import operator
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 #: ``init(key, shape, dtype) -> W``: an array of ``shape`` ((n_in, n_out) for a
 #: dense layer) and ``dtype`` drawn from ``key``; what ``scheme`` may also be.
@@ -63,6 +65,8 @@ __all__ = [
     "get",
     "names",
     "fans",
+    "check_key",
+    "check_shape",
 ]
 
 Mode = Literal["fan_in", "fan_out", "fan_avg"]
@@ -72,11 +76,76 @@ Distribution = Literal["normal", "truncated_normal", "uniform"]
 _TRUNCATED_STD = 0.87962566103423978
 
 
+def check_key(key: Any, name: str = "key") -> None:
+    """Check that ``key`` is a JAX PRNG key, before JAX's internal message would.
+
+    Accepted: a typed key (``jax.random.key(0)``, also traced, also a batch of
+    keys) or a legacy raw ``uint32`` key (``jax.random.PRNGKey(0)``).
+
+    Args:
+      key: the value passed as a key.
+      name: the argument's name in the message (``"key"``, ``"key_init"``).
+
+    Raises:
+      ValueError: ``key`` is an int (``0``), a float, ``None`` or an array that is
+        not a key; the message says to pass ``jax.random.key(seed)``.
+    """
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and not isinstance(key, np.generic):
+        if jnp.issubdtype(dtype, jax.dtypes.prng_key):
+            return
+        if dtype == jnp.uint32 and getattr(key, "ndim", 0) >= 1:
+            return  # a raw key from jax.random.PRNGKey
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        hint = f"jax.random.key({int(key)})"
+    else:
+        hint = "jax.random.key(seed)"
+    what = type(key).__name__
+    if dtype is not None and not isinstance(key, np.generic):
+        what = f"an array of dtype {dtype} and shape {getattr(key, 'shape', ())}:"
+    raise ValueError(
+        f"{name} must be a JAX PRNG key, got {what} {key!r}; pass {hint} "
+        "(split it with jax.random.split for several draws)."
+    )
+
+
+def check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
+    """``shape`` as a tuple of Python ints, each ``>= 0``.
+
+    Python and numpy integers (``np.int64``) are accepted; booleans, floats and
+    negative sizes are not.
+
+    Raises:
+      ValueError: naming the bad entry.
+    """
+    try:
+        entries = tuple(shape)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be a sequence of integers, got {shape!r}."
+        ) from None
+    out = []
+    for i, n in enumerate(entries):
+        if isinstance(n, bool | np.bool_):
+            raise ValueError(f"{name}[{i}] must be an integer, got the bool {n!r}.")
+        try:
+            n = operator.index(n)
+        except TypeError:
+            raise ValueError(
+                f"{name}[{i}] must be an integer, got {type(n).__name__} {n!r}."
+            ) from None
+        if n < 0:
+            raise ValueError(f"{name}[{i}] must be >= 0, got {n}.")
+        out.append(n)
+    return tuple(out)
+
+
 def fans(shape: Sequence[int]) -> tuple[int, int]:
     """``(fan_in, fan_out)`` of a weight of shape ``(..., n_in, n_out)``.
 
     A 1-D shape ``(n,)`` has ``fan_in = fan_out = n``.
     """
+    shape = check_shape(shape)
     if len(shape) < 1:
         raise ValueError(f"cannot compute fans of a scalar shape {tuple(shape)}.")
     if len(shape) == 1:
@@ -113,6 +182,8 @@ def variance_scaling(
         )
 
     def init(key, shape, dtype=jnp.float32):
+        check_key(key)
+        shape = check_shape(shape)
         fan_in, fan_out = fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}
         std = math.sqrt(scale / n[mode])
@@ -130,21 +201,27 @@ def variance_scaling(
 def zeros() -> Initializer:
     """All zeros. Every hidden unit then computes the same function and gets the
     same gradient, so symmetry is never broken (seed 000 §3, seed 003)."""
-    return lambda key, shape, dtype=jnp.float32: jnp.zeros(shape, dtype)
+    return lambda key, shape, dtype=jnp.float32: jnp.zeros(check_shape(shape), dtype)
 
 
 def normal(stddev: float = 0.05) -> Initializer:
     """N(0, stddev²), untruncated (the default stddev is Keras's)."""
-    return lambda key, shape, dtype=jnp.float32: (
-        stddev * jax.random.normal(key, shape, dtype)
-    )
+
+    def init(key, shape, dtype=jnp.float32):
+        check_key(key)
+        return stddev * jax.random.normal(key, check_shape(shape), dtype)
+
+    return init
 
 
 def uniform(scale: float = 0.05) -> Initializer:
     """Symmetric U(−scale, scale); seed 003's XOR experiment uses ``uniform(10.0)``."""
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-        key, shape, dtype, -scale, scale
-    )
+
+    def init(key, shape, dtype=jnp.float32):
+        check_key(key)
+        return jax.random.uniform(key, check_shape(shape), dtype, -scale, scale)
+
+    return init
 
 
 def orthogonal(scale: float = 1.0) -> Initializer:
@@ -157,6 +234,8 @@ def orthogonal(scale: float = 1.0) -> Initializer:
     """
 
     def init(key, shape, dtype=jnp.float32):
+        check_key(key)
+        shape = check_shape(shape)
         if len(shape) < 2:
             raise ValueError(
                 f"orthogonal needs a shape of rank >= 2, got {tuple(shape)}."

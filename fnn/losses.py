@@ -157,17 +157,53 @@ def _log_softmax(Z):
     return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
 
 
+def _one_hot_labels(name: str, y: jax.Array, out_shape, dtype) -> jax.Array:
+    """Integer labels ``(m,)`` as one-hot rows ``(m, k)``, range-checked when
+    concrete (a traced label outside ``[0, k)`` gives an all-zero row)."""
+    m, k = out_shape
+    if y.shape != (m,):
+        raise ValueError(
+            f"{name} with integer labels expects y of shape ({m},) for "
+            f"outputs {tuple(out_shape)}, got {y.shape}."
+        )
+    if not isinstance(y, jax.core.Tracer):
+        y_np = np.asarray(y)
+        bad = (y_np < 0) | (y_np >= k)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise ValueError(
+                f"{name} labels must lie in [0, {k}) for {k} outputs; row {row} "
+                f"holds the label {y_np[row]} (labels span [{y_np.min()}, "
+                f"{y_np.max()}]): fix the labels or widen the output layer."
+            )
+    return jax.nn.one_hot(y, k, dtype=dtype)
+
+
+def _class_rows(Z: jax.Array, Y: Any) -> jax.Array:
+    """``Y`` as rows of ``Z``'s shape: integer labels ``(m,)`` are one-hot encoded
+    with ``Z``'s width ``k``; rows ``(m, k)`` pass through."""
+    Y = jnp.asarray(Y)
+    if jnp.issubdtype(Y.dtype, jnp.integer) and Y.ndim == Z.ndim - 1:
+        return _one_hot_labels("cross_entropy", Y, Z.shape, Z.dtype)
+    return Y
+
+
 def cross_entropy() -> Loss:
     """Cross-entropy on logits Z with softmax outputs (seed 001, K classes):
     ℓ = −Σ_j Y_j log softmax(Z)_j, with log softmax = Z − logsumexp(Z) computed
     from Z − max Z; ∂ℓ/∂Z = softmax(Z)·Σ_j Y_j − Y, which is seed 001's
-    ∇ℓ = f(x) − e(y) for one-hot Y."""
+    ∇ℓ = f(x) − e(y) for one-hot Y.
+
+    ``fn`` and ``grad`` take one-hot / probability rows Y ``(m, k)`` or integer
+    labels ``(m,)`` (one-hot encoded with Z's width k, as :func:`targets` does)."""
 
     def fn(Z, Y, mask=None):
+        Y = _class_rows(Z, Y)
         w = _example_weights(mask, Z.shape[0], Z.dtype)
         return -jnp.sum(w * jnp.sum(Y * _log_softmax(Z), axis=-1))
 
     def grad(Z, Y, mask=None):
+        Y = _class_rows(Z, Y)
         w = _example_weights(mask, Z.shape[0], Z.dtype)
         P = jnp.exp(_log_softmax(Z))
         return w[:, None] * (P * jnp.sum(Y, axis=-1, keepdims=True) - Y)
@@ -191,8 +227,25 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# Losses built by ``get`` (per factory and keyword arguments): the same name gives
+# the same object, so that compiled functions keyed on a loss are reused.
+_CACHE: dict[Any, Loss] = {}
+
+
+def _cache_key(factory: Callable, kwargs: dict[str, Any]):
+    key = (factory, tuple(sorted((k, type(v), v) for k, v in kwargs.items())))
+    try:
+        hash(key)
+    except TypeError:
+        return None  # unhashable parameters (e.g. an array): not cached
+    return key
+
+
 def get(loss: "str | Loss", **kwargs: Any) -> Loss:
     """A loss by name (``get("huber", delta=0.5)``), or a :class:`Loss` as is.
+
+    Repeated calls with the same name (or an alias of it) and the same parameters
+    return the same :class:`Loss` object.
 
     Raises:
       ValueError: unknown name; the message lists the valid names.
@@ -201,36 +254,42 @@ def get(loss: "str | Loss", **kwargs: Any) -> Loss:
         return loss
     if not isinstance(loss, str) or loss not in _REGISTRY:
         raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(names())}.")
-    return _REGISTRY[loss](**kwargs)
+    factory = _REGISTRY[loss]
+    key = _cache_key(factory, kwargs)
+    if key is None:
+        return factory(**kwargs)
+    if key not in _CACHE:
+        _CACHE[key] = factory(**kwargs)
+    return _CACHE[key]
 
 
 def targets(loss: Loss, out: jax.Array, y: Any) -> jax.Array:
     """Check the labels ``y`` against the output ``out`` ``(m, k)`` and return them
     as an array ``Y`` of ``out``'s shape and dtype.
 
-    Accepted: for cross-entropy, integer labels ``(m,)`` (one-hot encoded here,
-    checked to lie in ``[0, k)`` when not traced) or rows ``(m, k)``; for the
-    other losses, ``(m, k)`` or ``(m,)`` when ``k == 1``.
+    Accepted: for cross-entropy, integer labels ``(m,)`` (one-hot encoded here)
+    or rows ``(m, k)``; for the other losses, ``(m, k)`` or ``(m,)`` when
+    ``k == 1``. BCE targets must lie in ``[0, 1]``.
+
+    Values are checked only when ``y`` is concrete. Under ``jax.jit`` (or any
+    trace) only the shapes are checked: a cross-entropy label outside ``[0, k)``
+    becomes an all-zero one-hot row (that example then adds nothing to the loss
+    and its gradient), and a BCE target outside ``[0, 1]`` gives a finite but
+    meaningless loss. ``fnn.fit`` and ``fnn.evaluate`` therefore validate their
+    data once on the host with :func:`fnn.data.check_examples`; call it yourself
+    before a jitted ``loss``/``backprop`` of your own.
 
     Raises:
       ValueError: labels of the wrong shape, dtype or range for ``loss``.
     """
     y = jnp.asarray(y)
     m, k = out.shape
-    if loss.fused_output == "softmax" and jnp.issubdtype(y.dtype, jnp.integer):
-        if y.shape != (m,):
-            raise ValueError(
-                f"{loss.name} with integer labels expects y of shape ({m},) for "
-                f"outputs {out.shape}, got {y.shape}."
-            )
-        if not isinstance(y, jax.core.Tracer):
-            y_np = np.asarray(y)
-            if y_np.size and (y_np.min() < 0 or y_np.max() >= k):
-                raise ValueError(
-                    f"{loss.name} labels must lie in [0, {k}) for {k} outputs, got "
-                    f"values in [{y_np.min()}, {y_np.max()}]."
-                )
-        return jax.nn.one_hot(y, k, dtype=out.dtype)
+    if (
+        loss.fused_output == "softmax"
+        and jnp.issubdtype(y.dtype, jnp.integer)
+        and y.ndim != 2
+    ):
+        return _one_hot_labels(loss.name, y, out.shape, out.dtype)
     if y.shape == (m,) and k == 1:
         y = y[:, None]
     if y.shape != (m, k):
@@ -241,6 +300,15 @@ def targets(loss: Loss, out: jax.Array, y: Any) -> jax.Array:
             f"{loss.name} expects targets of shape {expected} for network outputs "
             f"{out.shape}, got {y.shape}."
         )
+    if loss.fused_output == "sigmoid" and not isinstance(y, jax.core.Tracer):
+        y_np = np.asarray(y)
+        bad = ~((y_np >= 0) & (y_np <= 1))
+        if bad.any():
+            row, col = np.unravel_index(int(np.argmax(bad)), bad.shape)
+            raise ValueError(
+                f"{loss.name} targets must lie in [0, 1] (labels 0/1 or "
+                f"probabilities); row {row} holds {y_np[row, col]} (column {col})."
+            )
     return y.astype(out.dtype)
 
 

@@ -11,7 +11,12 @@ A schedule is a function ``schedule(count) -> lr``:
     called under ``jax.jit``, ``jax.vmap`` or ``lax.scan``.
 
 Factories check their arguments up front and raise ``ValueError`` naming the
-argument and the bad value.
+argument and the bad value. Every value a schedule can return is a learning rate:
+initial, peak, end and minimum values must be finite and ``>= 0`` (a negative
+rate would climb the loss). Numbers may be Python numbers, NumPy scalars or 0-d
+JAX arrays; a traced value (a factory called inside ``jit`` on an argument) is
+accepted unchecked, except for the arguments that fix the shape of the schedule
+(step counts, ``pct_start``, ``period_mult``), which must be concrete.
 
 Seed 000 (section 6, "Learning rate decay") lists three decay laws by epoch; their
 formulas are images lost from the text, so fnn uses the standard forms
@@ -25,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from .optim._base import check_scalar, is_traced
 
 Schedule = Callable[[jax.Array], jax.Array]
 
@@ -51,27 +58,24 @@ __all__ = [
 # ----------------------------------------------------------------------------------
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _check_real(
+    name: str, value, *, minimum=None, strict=False, concrete=False
+) -> float | jax.Array:
+    """A finite real number, optionally ``> minimum`` (strict) or ``>= minimum``:
+    a Python float, or a traced value as float32 (see ``check_scalar``)."""
+    value = check_scalar(name, value, lo=minimum, lo_open=strict, concrete=concrete)
+    return _f32(value) if is_traced(value) else value
 
 
-def _check_real(name: str, value, *, minimum=None, strict=False) -> float:
-    """A finite real number, optionally ``> minimum`` (strict) or ``>= minimum``."""
-    if not _is_number(value) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    if minimum is not None:
-        if strict and not value > minimum:
-            raise ValueError(f"{name} must be > {minimum}, got {value!r}.")
-        if not strict and not value >= minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
-    return float(value)
+def _check_rate(name: str, value) -> float | jax.Array:
+    """A learning-rate value: a finite number ``>= 0``."""
+    return _check_real(name, value, minimum=0)
 
 
 def _check_int(name: str, value, *, minimum: int) -> int:
-    """An integer ``>= minimum``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return value
+    """An integer ``>= minimum`` (Python or NumPy integer, or a 0-d integer
+    array), returned as a Python ``int``."""
+    return check_scalar(name, value, lo=minimum, integer=True)
 
 
 def _count(count) -> jax.Array:
@@ -106,7 +110,7 @@ def constant_schedule(value: float) -> Schedule:
     References:
       seed 003, Adaptive Learning rate (the baseline every schedule departs from).
     """
-    value = _check_real("value", value)
+    value = _check_rate("value", value)
 
     def schedule(count):
         _count(count)
@@ -135,7 +139,7 @@ def inverse_time_decay(
       seed 000, section 6 "Learning rate decay", first law (the formula is lost
       from the seed's text; this is the standard form ``a0 / (1 + k * epoch)``).
     """
-    a0 = _check_real("init_value", init_value)
+    a0 = _check_rate("init_value", init_value)
     k = _check_real("decay_rate", decay_rate, minimum=0.0)
     spe = _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
 
@@ -167,7 +171,7 @@ def exponential_decay(
       seed 000, section 6 "Learning rate decay", second law (standard form
       ``a0 * gamma**epoch``; the seed's formula image is lost).
     """
-    a0 = _check_real("init_value", init_value)
+    a0 = _check_rate("init_value", init_value)
     gamma = _check_real("decay_rate", decay_rate, minimum=0.0, strict=True)
     spe = _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
 
@@ -202,7 +206,7 @@ def inverse_sqrt_decay(
       seed 000, section 6 "Learning rate decay", third law (standard form
       ``a0 * k / sqrt(epoch)``; the seed's formula image is lost).
     """
-    a0 = _check_real("init_value", init_value)
+    a0 = _check_rate("init_value", init_value)
     k = _check_real("k", k, minimum=0.0, strict=True)
     spe = _check_int("steps_per_epoch", steps_per_epoch, minimum=1)
 
@@ -247,8 +251,8 @@ def linear_schedule(
     References:
       seed 003, Adaptive Learning rate: "Linear decrease from a0 to af".
     """
-    a0 = _check_real("init_value", init_value)
-    af = _check_real("end_value", end_value)
+    a0 = _check_rate("init_value", init_value)
+    af = _check_rate("end_value", end_value)
     T = _check_int("transition_steps", transition_steps, minimum=1)
     t0 = _check_int("transition_begin", transition_begin, minimum=0)
 
@@ -282,8 +286,8 @@ def polynomial_schedule(
     References:
       seed 003, Adaptive Learning rate (a generalisation of the linear decrease).
     """
-    a0 = _check_real("init_value", init_value)
-    af = _check_real("end_value", end_value)
+    a0 = _check_rate("init_value", init_value)
+    af = _check_rate("end_value", end_value)
     p = _check_real("power", power, minimum=0.0, strict=True)
     T = _check_int("transition_steps", transition_steps, minimum=1)
     t0 = _check_int("transition_begin", transition_begin, minimum=0)
@@ -316,7 +320,7 @@ def piecewise_constant_schedule(
       seed 003, Adaptive Learning rate: "Halve the learning rate on a fixed
       schedule".
     """
-    a0 = _check_real("init_value", init_value)
+    a0 = _check_rate("init_value", init_value)
     pairs = []
     for b, s in sorted(dict(boundaries_and_scales or {}).items()):
         _check_int(f"boundaries_and_scales key {b!r}", b, minimum=0)
@@ -352,7 +356,7 @@ def cosine_decay_schedule(
       Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5 (one period, no restart);
       seed 003, Adaptive Learning rate.
     """
-    a0 = _check_real("init_value", init_value)
+    a0 = _check_rate("init_value", init_value)
     T = _check_int("decay_steps", decay_steps, minimum=1)
     alpha = _check_real("alpha", alpha, minimum=0.0)
 
@@ -384,7 +388,9 @@ def linear_warmup(
       Goyal et al., "Accurate, Large Minibatch SGD", 2017 (gradual warm-up);
       seed 003, Adaptive Learning rate (increasing learning rate).
     """
-    return linear_schedule(init_value, peak_value, warmup_steps)
+    peak = _check_rate("peak_value", peak_value)
+    W = _check_int("warmup_steps", warmup_steps, minimum=1)
+    return linear_schedule(_check_rate("init_value", init_value), peak, W)
 
 
 def warmup(schedule: Schedule, warmup_steps: int, init_value: float = 0.0) -> Schedule:
@@ -408,7 +414,9 @@ def warmup(schedule: Schedule, warmup_steps: int, init_value: float = 0.0) -> Sc
     if not callable(schedule):
         raise ValueError(f"schedule must be callable, got {schedule!r}.")
     W = _check_int("warmup_steps", warmup_steps, minimum=1)
-    first = float(schedule(jnp.asarray(0, jnp.int32)))
+    with jax.ensure_compile_time_eval():
+        first = schedule(jnp.asarray(0, jnp.int32))
+    first = _check_rate("schedule(0)", first)
     ramp = linear_schedule(init_value, first, W)
     return join_schedules([ramp, schedule], [W])
 
@@ -451,8 +459,8 @@ def one_cycle(
       Smith & Topin, "Super-convergence", 2018.
     """
     T = _check_int("transition_steps", transition_steps, minimum=2)
-    peak = _check_real("peak_value", peak_value)
-    pct = _check_real("pct_start", pct_start, minimum=0.0, strict=True)
+    peak = _check_rate("peak_value", peak_value)
+    pct = _check_real("pct_start", pct_start, minimum=0.0, strict=True, concrete=True)
     if pct > 0.5:
         raise ValueError(f"pct_start must be in (0, 0.5], got {pct_start!r}.")
     div = _check_real("div_factor", div_factor, minimum=0.0, strict=True)
@@ -504,10 +512,10 @@ def sgdr(
       seed 003, Adaptive Learning rate: "Stochastic Gradient Descent with Warm
       Restart"; Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5.
     """
-    a0 = _check_real("init_value", init_value)
+    a0 = _check_rate("init_value", init_value)
     T0 = _check_int("period", period, minimum=1)
-    m = _check_real("period_mult", period_mult, minimum=1.0)
-    a_min = _check_real("min_value", min_value)
+    m = _check_real("period_mult", period_mult, minimum=1.0, concrete=True)
+    a_min = _check_rate("min_value", min_value)
 
     def schedule(count):
         t = _f32(_count(count))

@@ -1,21 +1,33 @@
 """Three-way gradient report: manual backprop, jax.grad and finite differences.
 
-For every hidden activation x loss x depth of the grid, a random MLP and batch
-are drawn and ``fnn.compare_gradients`` computes, in float64, seed 000's
-relative difference ||a - b|| / (||a|| + ||b||) between the three gradients.
+Two parts, both in float64 with seed 000's relative difference
+||a - b|| / (||a|| + ||b||):
+
+* the MLP grid: for every activation of ``fnn.activations.names()`` (as the
+  hidden activation) x loss x depth, a random MLP and batch are drawn and
+  ``fnn.compare_gradients`` compares the three gradients of the loss (quick
+  mode: every activation once, the losses taken in turn, depth 2);
+* the blocks: ``fnn.nn.check_block`` checks every block of ``fnn.nn`` (Dense,
+  Activation, Dropout in training mode, BatchNorm in both modes, LayerNorm,
+  Conv2D, the poolings, Flatten, Maxout, PReLU) and the combinators
+  (Sequential, Residual, Concat, nested) leaf by leaf, and its table is printed.
+
 A row fails when manual vs autodiff exceeds ``--tol-auto`` (default 1e-9: two
 exact methods) or manual vs finite differences exceeds ``--tol-fd`` (default
 1e-5; seed 000 expects about eps = 1e-7 for a correct backward and flags
-about 1e-3). The exit status is 1 if any row fails.
+about 1e-3); a block fails when its check fails or a leaf exceeds the same
+tolerances. The exit status is 1 if any row or block fails.
 
 ``--plant-bug`` replaces the hidden activation's derivative by a wrong one
 (tanh' = 1 - tanh instead of 1 - tanh^2) in the manual backward only, to show
 what a bug looks like: the manual gradient then disagrees with both others by
-1e-2 or more, and the exit status is 1.
+1e-2 or more, and the exit status is 1. The tanh Dense block of the block
+checks gets the same wrong derivative, and its check names the wrong leaves.
 
-relu and leaky_relu have a kink at 0: a finite-difference step that crosses
-it shows as a larger manual-vs-numerical difference, not as a bug (with
-Gaussian inputs and eps = 1e-7 this is rare).
+relu, leaky_relu and step have a kink at 0: a finite-difference step that
+crosses it shows as a larger manual-vs-numerical difference, not as a bug
+(with Gaussian inputs and eps = 1e-7 this is rare; the block checks use
+nonzero biases).
 
 References: seed 000, section 4 "Gradient Checking".
 """
@@ -33,9 +45,11 @@ except ImportError:  # run as a script
     import _common
 
 NAME = "gradcheck"
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "gelu", "silu")
+ACTIVATIONS = tuple(fnn.activations.names())
 LOSSES = ("mse", "bce", "cross_entropy", "huber")
 DEPTHS = (1, 2, 3)
+#: Flat inputs of width 4 and 5x5x2 images (shared shapes compile once).
+FLAT, IMAGE = (4,), (5, 5, 2)
 
 
 def buggy_tanh():
@@ -65,39 +79,145 @@ def problem(key, activation, loss, depth, m=8, n_in=5, width=6, n_out=3):
     return params, X, y
 
 
+def grid(quick: bool) -> list[tuple[str, str, int]]:
+    """(activation, loss, depth) of the MLP grid: every activation with every
+    loss and depth, or (quick) every activation once, the losses in turn."""
+    if quick:
+        return [(a, LOSSES[i % len(LOSSES)], 2) for i, a in enumerate(ACTIVATIONS)]
+    return [(a, loss, d) for a in ACTIVATIONS for loss in LOSSES for d in DEPTHS]
+
+
+def blocks(quick: bool = False, plant_bug: bool = False):
+    """``(block, in_shape, train)`` for the block checks: every block of
+    ``fnn.nn`` and the combinators (more variants without ``quick``)."""
+    nn, b = fnn.nn, {"b_init": "normal"}  # nonzero biases: away from kinks
+    tanh = buggy_tanh() if plant_bug else "tanh"
+    cases = [
+        (nn.Dense(4, tanh, **b), FLAT, False),
+        (nn.Activation("elu", alpha=0.5), FLAT, False),
+        (nn.Dropout(0.4), FLAT, True),
+        (nn.BatchNorm(), FLAT, True),
+        (nn.LayerNorm(), FLAT, False),
+        (nn.Conv2D(2, 3, padding="SAME", **b), IMAGE, False),
+        (nn.MaxPool2D(2), IMAGE, False),
+        (nn.AvgPool2D(2), IMAGE, False),
+        (nn.Flatten(), IMAGE, False),
+        (nn.Maxout(2, 2, **b), FLAT, False),
+        (nn.PReLU(), FLAT, False),
+        (nn.Sequential([nn.Dense(4, "tanh", **b), nn.Dense(4, **b)]), FLAT, False),
+        (nn.Residual(nn.Dense(2, "tanh", **b), nn.Dense(2, **b)), FLAT, False),
+        (nn.Concat([nn.Dense(2, "sigmoid", **b), nn.Dense(2, **b)]), FLAT, False),
+        (
+            nn.Residual(
+                nn.Sequential(
+                    [nn.Dense(4, "tanh", **b), nn.BatchNorm(), nn.Dropout(0.3)]
+                )
+            ),
+            FLAT,
+            True,
+        ),
+    ]
+    if not quick:
+        cases += [
+            (nn.Dense(4, "relu", **b), FLAT, False),
+            (nn.BatchNorm(), FLAT, False),
+            (nn.Conv2D(2, 3, stride=2, **b), IMAGE, False),
+            (nn.PReLU(shared=True), FLAT, False),
+            (nn.BatchNorm(), IMAGE, True),
+            (nn.LayerNorm(), IMAGE, False),
+            (nn.Conv2D(2, (3, 2), (1, 2), 1, **b), IMAGE, False),
+            (nn.MaxPool2D(3, 1), IMAGE, False),
+            (nn.AvgPool2D((2, 3), (1, 2)), IMAGE, False),
+            (nn.PReLU(), IMAGE, False),
+            (nn.Residual(nn.Dense(4, "gelu", **b)), FLAT, False),
+            (
+                nn.Residual(nn.Concat([nn.Dense(2, "tanh", **b), nn.Dense(2)])),
+                FLAT,
+                False,
+            ),
+            (
+                nn.Sequential(
+                    [
+                        nn.Residual(
+                            nn.Sequential(
+                                [nn.Conv2D(2, 3, padding="SAME"), nn.PReLU()]
+                            ),
+                            projection=nn.Conv2D(2, 1),
+                        ),
+                        nn.AvgPool2D(2),
+                        nn.Flatten(),
+                        nn.Dense(2, **b),
+                    ]
+                ),
+                IMAGE,
+                True,
+            ),
+        ]
+    return cases
+
+
+def check_blocks(quick=False, plant_bug=False, tol_auto=1e-9, tol_fd=1e-5):
+    """``fnn.nn.check_block`` of every case of :func:`blocks`: (rows, checks)."""
+    rows, checks = [], []
+    for block, in_shape, train in blocks(quick, plant_bug):
+        c = fnn.nn.check_block(block, in_shape, train=train, key=jax.random.key(7))
+        worst_auto = max(r.manual_vs_autodiff for r in c.rows)
+        worst_fd = max(r.manual_vs_numerical for r in c.rows)
+        ok = c.passed and worst_auto <= tol_auto and worst_fd <= tol_fd
+        rows.append(
+            {
+                "block": block.name,
+                "mode": "train" if train else "eval",
+                "leaves": len(c.rows),
+                "worst manual vs autodiff": float(worst_auto),
+                "worst manual vs numerical": float(worst_fd),
+                "verdict": "passed" if c.passed else "FAILED",
+                "ok": bool(ok),
+            }
+        )
+        checks.append(c)
+    return rows, checks
+
+
 def run(
     quick: bool = False,
     plant_bug: bool = False,
     tol_auto: float = 1e-9,
     tol_fd: float = 1e-5,
 ):
-    activations = ("sigmoid", "tanh", "relu") if quick else ACTIVATIONS
-    losses = ("mse", "cross_entropy") if quick else LOSSES
-    depths = (2,) if quick else DEPTHS
+    """The MLP grid and the block checks.
+
+    Returns:
+      ``{"rows": MLP grid rows, "blocks": one row per block check, "checks":
+      the :class:`fnn.nn.BlockCheck` reports, "ok": every row and block
+      within the tolerances}``.
+    """
     rows = []
     with jax.enable_x64(True):
-        for i, act in enumerate(activations):
-            for j, loss in enumerate(losses):
-                for depth in depths:
-                    key = jax.random.key(100 * i + 10 * j + depth)
-                    params, X, y = problem(key, act, loss, depth)
-                    a = buggy_tanh() if plant_bug and act == "tanh" else act
-                    c = fnn.compare_gradients(params, X, y, activation=a, loss=loss)
-                    ok = c.manual_vs_autodiff <= tol_auto and (
-                        c.manual_vs_numerical <= tol_fd
-                    )
-                    rows.append(
-                        {
-                            "activation": act + (" (bug)" if a is not act else ""),
-                            "loss": loss,
-                            "depth": depth,
-                            "manual vs autodiff": float(c.manual_vs_autodiff),
-                            "manual vs numerical": float(c.manual_vs_numerical),
-                            "autodiff vs numerical": float(c.autodiff_vs_numerical),
-                            "ok": bool(ok),
-                        }
-                    )
-    return {"rows": rows, "ok": all(r["ok"] for r in rows)}
+        for i, (act, loss, depth) in enumerate(grid(quick)):
+            key = jax.random.key(100 * i + 10 * LOSSES.index(loss) + depth)
+            params, X, y = problem(key, act, loss, depth)
+            a = buggy_tanh() if plant_bug and act == "tanh" else act
+            c = fnn.compare_gradients(params, X, y, activation=a, loss=loss)
+            ok = c.manual_vs_autodiff <= tol_auto and c.manual_vs_numerical <= tol_fd
+            rows.append(
+                {
+                    "activation": act + (" (bug)" if a is not act else ""),
+                    "loss": loss,
+                    "depth": depth,
+                    "manual vs autodiff": float(c.manual_vs_autodiff),
+                    "manual vs numerical": float(c.manual_vs_numerical),
+                    "autodiff vs numerical": float(c.autodiff_vs_numerical),
+                    "ok": bool(ok),
+                }
+            )
+    block_rows, checks = check_blocks(quick, plant_bug, tol_auto, tol_fd)
+    return {
+        "rows": rows,
+        "blocks": block_rows,
+        "checks": checks,
+        "ok": all(r["ok"] for r in rows + block_rows),
+    }
 
 
 def plot(result):
@@ -133,12 +253,18 @@ def main(argv=None) -> int:
     p.add_argument("--no-figure", action="store_true")
     a = p.parse_args(argv)
     result = run(a.quick, a.plant_bug, a.tol_auto, a.tol_fd)
-    _common.report(result["rows"], a.out, NAME, "gradient check")
+    _common.report(result["rows"], a.out, NAME, "gradient check: MLP grid")
+    _common.report(result["blocks"], a.out, f"{NAME}_blocks", "gradient check: blocks")
+    for check in result["checks"]:
+        print(f"\n{check.table()}")
     if not a.no_figure:
         _common.save_figure(plot(result), a.out, NAME)
     bad = [r for r in result["rows"] if not r["ok"]]
+    bad_blocks = [r for r in result["blocks"] if not r["ok"]]
     print(f"\n{len(result['rows']) - len(bad)}/{len(result['rows'])} rows agree")
-    return 1 if bad else 0
+    n_blocks = len(result["blocks"])
+    print(f"{n_blocks - len(bad_blocks)}/{n_blocks} blocks agree")
+    return 1 if bad or bad_blocks else 0
 
 
 if __name__ == "__main__":

@@ -5,26 +5,48 @@
 Loads a dataset, splits it into train/dev/test (stratified for classification),
 standardises the inputs with the training split's statistics, trains with
 ``fnn.fit`` (one compiled ``lax.scan`` per epoch), keeps the best dev-loss
-parameters (early stopping), and writes into ``--out``:
+parameters (early stopping), and writes into ``--out`` (default
+``runs/<dataset>``):
 
-  * ``checkpoint.fnn``: the last epoch's parameters, optimizer state and epoch
-    with this run's configuration (``fnn.checkpoint``, written atomically after
-    every epoch; the PRNG key is the configuration's seed), to resume from;
+  * ``checkpoint.fnn``: the whole training-loop state after the last epoch
+    (``fnn.LoopState``: epoch, parameters, optimizer state, best dev loss, its
+    epoch and parameters, patience counter, history) with this run's
+    configuration (``fnn.checkpoint``, written atomically after every epoch;
+    the PRNG key is the configuration's seed), to resume from;
   * ``model.fnn``: the best dev-loss parameters, with the configuration and the
     test metrics, to use;
   * ``metrics.jsonl``: one JSON line per epoch (losses, accuracies, learning
     rate, gradient norm, seconds);
   * ``curves.png``: loss and accuracy curves (when matplotlib is installed);
-  * ``summary.json``: the test metrics, time and parameter count,
+  * ``summary.json``: the test metrics, best epoch, epochs run, time and
+    parameter count,
 
-and ends with a one-screen summary. ``--resume DIR`` continues a run from its
-checkpoint with the configuration saved in it, and reproduces the uninterrupted
-run exactly on CPU (giving a different ``--epochs`` on resuming also changes
-the length of epoch-based learning-rate schedules such as the default cosine).
+and ends with a one-screen summary. Epochs are counted from 1 in everything
+the script prints and writes (``"epoch"`` in ``metrics.jsonl``, ``"best_epoch"``
+in ``summary.json`` and ``model.fnn``, the plot): epoch 1 is the first.
+
+Resuming: ``--resume DIR`` continues the run saved in ``DIR/checkpoint.fnn``
+with the configuration saved in it, and writes into ``DIR`` (or into ``--out``
+when given, with the metrics of the epochs before). It reproduces the
+uninterrupted run exactly on CPU, early stopping included. Flags that would
+change the saved configuration (``--hidden``, ``--lr``, ``--optimizer``,
+``--dataset``, ...) are refused; giving them with their saved value is fine.
+``--epochs`` may extend the run (it also changes the length of epoch-based
+learning-rate schedules such as the default cosine); a run that stopped early
+stays stopped. ``--data-dir``, ``--out`` and ``--no-progress`` may change.
+
+Every number is checked where it is parsed (``--epochs`` and ``--batch-size``
+at least 1, ``--patience`` at least 0 with 0 meaning no early stopping,
+``--lr`` positive and finite, drop rates and momentum in [0, 1), ...). A bad
+flag or a library error (a bad value, an unreadable checkpoint, a missing file)
+ends the script with one line ``train.py: error: ...`` and exit status 2;
+training that diverges (a non-finite loss, gradient or update) with exit
+status 1.
 """
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -55,65 +77,178 @@ OPTIMIZERS = [
     "nadam",
 ]
 SCHEDULES = ["constant", "cosine", "exponential", "inverse_time", "step", "one_cycle"]
+DEFAULT_EPOCHS = 60
+# Flags that may differ from the saved configuration on --resume.
+RESUMABLE = {"epochs", "data_dir", "out", "resume", "no_progress"}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+# --- flag types: each checks its value and says what it must be --------------------
+def _flag_type(convert, ok, what: str):
+    """An argparse ``type=``: ``convert(text)`` that must satisfy ``ok``."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse's fallback message names the type
+    return parse
+
+
+positive_int = _flag_type(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _flag_type(int, lambda v: v >= 0, "an integer >= 0")
+seed_int = _flag_type(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
+positive_float = _flag_type(
+    float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0"
+)
+non_negative_float = _flag_type(
+    float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0"
+)
+unit_rate = _flag_type(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` only for flags whose default is a value."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
+        prog="train.py",
         description="Train an MLP with fnn and save checkpoint, metrics and plot.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    p.add_argument("--dataset", choices=DATASETS, default="digits")
+    p.add_argument("--dataset", choices=DATASETS, default="digits", help="data set")
     p.add_argument(
         "--data-dir", help="folder with the IDX files (mnist, fashion_mnist)"
     )
     p.add_argument(
-        "--hidden", type=int, nargs="*", default=[256, 128], help="hidden layer widths"
+        "--hidden",
+        type=positive_int,
+        nargs="*",
+        default=[256, 128],
+        help="hidden layer widths (none: a linear model)",
     )
-    p.add_argument("--activation", default="relu", help="hidden activation name")
-    p.add_argument("--init", default="he_normal", help="weight initialization scheme")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    p.add_argument("--lr", type=float, default=1e-3, help="(peak) learning rate")
     p.add_argument(
-        "--momentum", type=float, default=0.9, help="for sgd momentum/nesterov"
+        "--activation",
+        choices=fnn.activations.names(),
+        default="relu",
+        metavar="NAME",
+        help="hidden activation: " + ", ".join(fnn.activations.names()),
     )
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="for adamw")
-    p.add_argument("--schedule", choices=SCHEDULES, default="cosine")
-    p.add_argument("--clip", type=float, default=None, help="clip by global norm")
+    p.add_argument(
+        "--init",
+        choices=fnn.initializers.names(),
+        default="he_normal",
+        metavar="NAME",
+        help="weight initialization scheme: " + ", ".join(fnn.initializers.names()),
+    )
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="optimizer")
+    p.add_argument(
+        "--lr", type=positive_float, default=1e-3, help="(peak) learning rate, > 0"
+    )
+    p.add_argument(
+        "--momentum",
+        type=unit_rate,
+        default=0.9,
+        help="for sgd momentum/nesterov, in [0, 1)",
+    )
+    p.add_argument(
+        "--weight-decay", type=non_negative_float, default=1e-4, help="for adamw, >= 0"
+    )
+    p.add_argument(
+        "--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule"
+    )
+    p.add_argument(
+        "--clip",
+        type=positive_float,
+        default=None,
+        help="clip by global norm to this value (default: no clipping)",
+    )
     p.add_argument(
         "--epochs",
-        type=int,
+        type=positive_int,
         default=None,
-        help="epochs to train (default 60; on --resume, the saved value)",
+        help=f"epochs to train (default {DEFAULT_EPOCHS}; on --resume, the saved "
+        "value, which a larger one extends)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--batch-size", type=positive_int, default=32, help="examples per step, >= 1"
+    )
     p.add_argument(
         "--dropout",
-        type=float,
+        type=unit_rate,
         nargs="*",
         default=[0.1],
-        help="drop rate: one value for the hidden layers, or one per layer",
+        help="drop rate in [0, 1): one value for the hidden layers, or one per "
+        "layer (the input of each dense layer)",
     )
-    p.add_argument("--l1", type=float, default=0.0)
-    p.add_argument("--l2", type=float, default=1e-4)
-    p.add_argument("--patience", type=int, default=15, help="early stopping; 0 = off")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--l1", type=non_negative_float, default=0.0, help="L1 penalty weight, >= 0"
+    )
+    p.add_argument(
+        "--l2", type=non_negative_float, default=1e-4, help="L2 penalty weight, >= 0"
+    )
+    p.add_argument(
+        "--patience",
+        type=non_negative_int,
+        default=15,
+        help="early stopping after this many epochs without a lower dev loss; 0 = off",
+    )
+    p.add_argument("--seed", type=seed_int, default=0, help="PRNG seed, in [0, 2**32)")
     p.add_argument(
         "--grad",
         choices=["autodiff", "manual"],
         default="manual",
         help="jax.grad or fnn's hand-derived backprop",
     )
-    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
-    p.add_argument("--out", default="runs/digits", help="output folder")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run saved in DIR (and write into DIR unless --out)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder (default runs/<dataset>)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def given_flags(argv, names) -> set[str]:
+    """The destinations of the flags given on the command line ``argv``."""
+    unset = object()  # not a string: argparse leaves it unconverted
+    p = build_parser()
+    p.set_defaults(**dict.fromkeys(names, unset))
+    return {k for k, v in vars(p.parse_args(argv)).items() if v is not unset}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value) if value else "(none)"
+    return "(none)" if value is None else str(value)
 
 
 def load(name: str, data_dir: str | None, key: jax.Array) -> fnn.datasets.Dataset:
     """The dataset ``name`` as one ``Dataset`` (bundled, generated or from IDX)."""
     if name in ("mnist", "fashion_mnist"):
         if not data_dir:
-            raise SystemExit(f"--dataset {name} needs --data-dir with its IDX files")
+            raise ValueError(f"--dataset {name} needs --data-dir with its IDX files")
         loader = getattr(fnn.datasets, f"load_{name}")
         train, test = loader(data_dir, "train"), loader(data_dir, "test")
         return train._replace(
@@ -158,7 +293,7 @@ def make_optimizer(cfg: dict, steps_per_epoch: int) -> fnn.optim.Optimizer:
         ),
         "nadam": lambda: o.nadam(schedule),
     }[name]()
-    if cfg["clip"]:
+    if cfg["clip"] is not None:
         opt = o.chain(o.clip_by_global_norm(cfg["clip"]), opt)
     return opt
 
@@ -198,22 +333,116 @@ def plot(history: dict, path: Path, classification: bool) -> bool:
     return True
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    cfg = vars(args).copy()
-    cfg["epochs"] = cfg["epochs"] if args.resume or cfg["epochs"] else 60
-    out = Path(args.out)
-    start_epoch, restored = 0, None
-    if args.resume:
-        ckpt = Path(args.resume) / "checkpoint.fnn"
+def resumed_config(args: argparse.Namespace, given: set[str]) -> tuple[dict, dict]:
+    """The configuration saved in ``--resume DIR`` with this command's allowed
+    changes, and the description of the saved loop state; refuses any flag that
+    contradicts the saved configuration (naming the flag and both values)."""
+    ckpt = Path(args.resume) / "checkpoint.fnn"
+    try:
         saved = fnn.checkpoint.read_metadata(ckpt)
-        # Everything else comes from the saved run, so the continuation is the
-        # same run; a new --epochs also stretches epoch-based schedules.
-        saved.update(no_progress=cfg["no_progress"], out=cfg["out"])
-        if cfg["epochs"] is not None:
-            saved["epochs"] = cfg["epochs"]
-        cfg = saved
-        out = Path(cfg["out"])
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--resume {args.resume}: {err}") from err
+    loop = saved.pop("loop", None)
+    if not (
+        isinstance(loop, dict)
+        and isinstance(loop.get("epoch"), int)
+        and isinstance(loop.get("best_params"), bool)
+        and isinstance(loop.get("history"), list)
+        and all(isinstance(k, str) for k in loop["history"])
+    ):
+        raise ValueError(
+            f"--resume {args.resume}: {ckpt} holds no training-loop state (it was "
+            "written by an older train.py or edited), so the run cannot be resumed "
+            "exactly: start a new run without --resume."
+        )
+    cfg = vars(args)
+    conflicts = [
+        f"{_flag(name)} {_shown(cfg[name])} (saved: {_shown(saved.get(name))})"
+        for name in sorted(given - RESUMABLE)
+        if json.loads(json.dumps(cfg[name])) != saved.get(name)
+    ]
+    if conflicts:
+        raise ValueError(
+            f"--resume {args.resume} continues the saved run, and "
+            + "; ".join(conflicts)
+            + " would change its configuration: drop "
+            + ("that flag" if len(conflicts) == 1 else "those flags")
+            + " to resume, or start a new run (without --resume) to train with "
+            "other settings."
+        )
+    saved.update(resume=args.resume, no_progress=args.no_progress)
+    if "data_dir" in given:
+        saved["data_dir"] = args.data_dir
+    if args.epochs is not None:
+        saved["epochs"] = args.epochs
+    if saved["epochs"] < loop["epoch"]:
+        raise ValueError(
+            f"--epochs {saved['epochs']} is fewer than the {loop['epoch']} epochs "
+            f"the run in {args.resume} has already trained: give at least "
+            f"{loop['epoch']}, or leave --epochs out."
+        )
+    return saved, loop
+
+
+def loop_template(params, opt_state, saved: dict) -> fnn.LoopState:
+    """A ``LoopState`` shaped like the one saved (``saved``: its description in
+    the checkpoint's metadata), to load it with ``fnn.checkpoint.load``."""
+    n = saved["epoch"]
+    history = {k: [0 if k == "epoch" else 0.0] * n for k in saved["history"]}
+    return fnn.LoopState(
+        epoch=0,
+        params=params,
+        opt_state=opt_state,
+        state=None,
+        best_loss=0.0,
+        best_epoch=0,
+        best_params=params if saved["best_params"] else None,
+        wait=0,
+        history=history,
+    )
+
+
+def one_based(record: dict) -> dict:
+    """An epoch's record as the script writes it: epochs counted from 1."""
+    return {**record, "epoch": record["epoch"] + 1}
+
+
+def main(argv=None) -> dict:
+    """Run the command line ``argv``; return the summary (also in summary.json).
+
+    Bad flags and library errors exit with one line on stderr (status 2; 1 for
+    training that diverged), never a traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    given = given_flags(argv, vars(args))
+    try:
+        return run(args, given)
+    except fnn.NonFiniteError as err:
+        parser.exit(1, f"{parser.prog}: error: {err}\n")
+    except (ValueError, OSError) as err:  # CheckpointError is a ValueError
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+
+
+def run(args: argparse.Namespace, given: set[str]) -> dict:
+    """Train as ``args`` say (``given``: the flags on the command line, checked
+    against the saved configuration on ``--resume``); return the summary."""
+    saved_loop = None
+    if args.resume:
+        cfg, saved_loop = resumed_config(args, given)
+        out = Path(args.out or args.resume)
+    else:
+        cfg = vars(args).copy()
+        if cfg["epochs"] is None:
+            cfg["epochs"] = DEFAULT_EPOCHS
+        out = Path(args.out or Path("runs") / cfg["dataset"])
+    cfg["out"] = str(out)
+    n_layers = len(cfg["hidden"]) + 1
+    if len(cfg["dropout"]) > 1 and len(cfg["dropout"]) != n_layers:
+        raise ValueError(
+            f"--dropout has {len(cfg['dropout'])} values for {n_layers} layers: give "
+            f"one value (for the hidden layers) or one per layer ({n_layers})."
+        )
     out.mkdir(parents=True, exist_ok=True)
 
     keys = fnn.data.run_keys(jax.random.key(cfg["seed"]))
@@ -241,24 +470,40 @@ def main(argv=None) -> dict:
     params = fnn.init_params(keys.init, sizes, cfg["init"])
     steps = fnn.data.num_batches(X_train.shape[0], cfg["batch_size"])
     optimizer = make_optimizer(cfg, steps)
-    opt_state = None
-    if args.resume:
-        template = {"params": params, "opt_state": optimizer.init(params), "epoch": 0}
-        restored = fnn.checkpoint.load(
-            Path(args.resume) / "checkpoint.fnn", like=template
-        )
-        params, opt_state = restored["params"], restored["opt_state"]
-        start_epoch = restored["epoch"]
+    patience = cfg["patience"] or None
+    epochs, loop = cfg["epochs"], None
+    if saved_loop is not None:
+        template = loop_template(params, optimizer.init(params), saved_loop)
+        loop = fnn.checkpoint.load(Path(args.resume) / "checkpoint.fnn", like=template)
+        if patience is not None and loop.wait >= patience:
+            epochs = loop.epoch  # it stopped early: it stays stopped
 
+    # metrics.jsonl: the epochs before (from the saved loop state), then one
+    # line per epoch as it ends.
     metrics_path = out / "metrics.jsonl"
-    if not args.resume:
-        metrics_path.write_text("")
+    with metrics_path.open("w") as f:
+        if loop is not None:
+            for i in range(loop.epoch):
+                record = {k: loop.history[k][i] for k in saved_loop["history"]}
+                f.write(json.dumps(one_based(record)) + "\n")
 
-    def on_epoch(record, p, s):
+    def save_checkpoint(loop):
+        saved = {
+            "epoch": loop.epoch,
+            "best_params": loop.best_params is not None,
+            "history": list(loop.history),
+        }
+        fnn.checkpoint.save(
+            out / "checkpoint.fnn", loop, metadata={**cfg, "loop": saved}
+        )
+
+    def on_epoch(record, p, s, loop):
         with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        state = {"params": p, "opt_state": s, "epoch": record["epoch"] + 1}
-        fnn.checkpoint.save(out / "checkpoint.fnn", state, metadata=cfg)
+            f.write(json.dumps(one_based(record)) + "\n")
+        save_checkpoint(loop)
+
+    if loop is not None and out.resolve() != Path(args.resume).resolve():
+        save_checkpoint(loop)  # the new folder can be resumed from at once
 
     n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
     print(
@@ -268,6 +513,12 @@ def main(argv=None) -> dict:
         f"lr {cfg['lr']} ({cfg['schedule']}) | {cfg['grad']} gradients",
         flush=True,
     )
+    if loop is not None:
+        print(
+            f"resuming {args.resume} after epoch {loop.epoch} of {cfg['epochs']}"
+            + (" (it had stopped early)" if epochs < cfg["epochs"] else ""),
+            flush=True,
+        )
     t0 = time.perf_counter()
     result = fnn.fit(
         params,
@@ -275,7 +526,7 @@ def main(argv=None) -> dict:
         X_train,
         y_train,
         key=keys.shuffle,
-        epochs=cfg["epochs"],
+        epochs=epochs,
         batch_size=cfg["batch_size"],
         dev=(X_dev, y_dev),
         activation=cfg["activation"],
@@ -284,9 +535,8 @@ def main(argv=None) -> dict:
         l2=cfg["l2"],
         drop_rate=drop_rates(cfg["dropout"], len(sizes) - 1),
         grad=cfg["grad"],
-        patience=cfg["patience"] or None,
-        opt_state=opt_state,
-        initial_epoch=start_epoch,
+        patience=patience,
+        resume=loop,
         progress=False if args.no_progress else None,
         callback=on_epoch,
     )
@@ -294,20 +544,22 @@ def main(argv=None) -> dict:
     test = fnn.evaluate(
         result.params, X_test, y_test, activation=cfg["activation"], loss=loss
     )
-    # checkpoint.fnn holds the last epoch's state (to resume); model.fnn the
-    # parameters of the best dev epoch (to use).
+    best_epoch = None if result.best_epoch is None else result.best_epoch + 1
+    epochs_run = len(result.history["epoch"])
+    # checkpoint.fnn holds the last epoch's loop state (to resume); model.fnn
+    # the parameters of the best dev epoch (to use).
     fnn.checkpoint.save(
         out / "model.fnn",
         {"params": result.params},
-        metadata={**cfg, "sizes": sizes, "loss": loss, **test},
+        metadata={**cfg, "sizes": sizes, "loss": loss, "best_epoch": best_epoch} | test,
     )
     plotted = plot(result.history, out / "curves.png", classification)
     summary = {
         "dataset": cfg["dataset"],
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"] if classification else None,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history["epoch"]),
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
         "seconds": seconds,
         "parameters": n_params,
     }
@@ -320,8 +572,8 @@ def main(argv=None) -> dict:
     )
     print(
         f"\n{headline} | test loss {test['loss']:.4f} | best epoch "
-        f"{(result.best_epoch or 0) + 1} of {len(result.history['epoch'])} run | "
-        f"{seconds:.1f} s | {n_params:,} parameters"
+        f"{_shown(best_epoch)} of {epochs_run} run | {seconds:.1f} s | "
+        f"{n_params:,} parameters"
     )
     print(
         f"wrote {out}/model.fnn, checkpoint.fnn, metrics.jsonl, summary.json"

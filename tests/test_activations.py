@@ -152,3 +152,37 @@ def test_activation_object_passes_through():
     act = activations.get("tanh")
     assert activations.get(act) is act
     assert set(activations.names()) >= {"relu", "gelu", "softmax", "soboleva_tanh"}
+
+
+@pytest.mark.parametrize("name", activations.names())
+def test_nan_propagates_through_value_and_vjp(name):
+    """A NaN input gives NaN in ψ, ψ' and dA ⊙ ψ' (relu's where(z > 0, z, 0) used to
+    map it to 0 and hide it); the finite entries are unchanged."""
+    act = activations.get(name)
+    clean = jnp.asarray([[0.5, 0.25, -1.0, 0.0]], jnp.float32)
+    finite = np.array([True, False, True, True]) if name != "softmax" else None
+    with jax.debug_nans(False):
+        z = jnp.asarray([[0.5, np.nan, -1.0, 0.0]], jnp.float32)
+        results = (act.fn(z), act.vjp(z, jnp.ones_like(z)), jax.jit(act.fn)(z))
+        if name != "softmax":
+            results = (*results, act.grad(z))
+        references = (act.fn(clean), act.vjp(clean, jnp.ones_like(clean)))
+        results = [np.asarray(value) for value in results]
+    for value in results:
+        assert np.isnan(value[0, 1]), (name, value)
+    if finite is not None:
+        for value, ref in zip(results[:2], references, strict=True):
+            np.testing.assert_array_equal(value[0, finite], ref[0, finite])
+
+
+@pytest.mark.parametrize("name", activations.names())
+def test_get_returns_the_same_object(name):
+    """fit caches compiled functions keyed on the Activation: one name, one object."""
+    assert activations.get(name) is activations.get(name)
+    assert activations.get("leaky_relu", alpha=0.2) is activations.get(
+        "leaky_relu", alpha=0.2
+    )
+    assert activations.get("leaky_relu", alpha=0.2) is not activations.get(
+        "leaky_relu", alpha=0.3
+    )
+    assert activations.get("swish") is activations.get("silu")

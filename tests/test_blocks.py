@@ -132,6 +132,25 @@ def test_batchnorm_train_uses_batch_stats_eval_uses_running(getkey):
         np.testing.assert_allclose(s["var"], var, rtol=1e-6)
 
 
+def test_batchnorm_refuses_a_training_batch_of_one_row(getkey):
+    """One row has σ²_B = 0: y = β and nothing trains, so training mode refuses it
+    (also under jit, from the static shape); evaluation accepts one row, and an
+    image of one example still has H·W values per channel."""
+    block = nn.BatchNorm()
+    params, state, _ = block.init(getkey(), (3,), jnp.float32)
+    x = jnp.asarray([[1.0, -2.0, 0.5]])
+    with pytest.raises(nn.ShapeError, match=r"at least 2 .*\(1, 3\)"):
+        block.forward(params, state, x, None, True)
+    with pytest.raises(nn.ShapeError, match="at least 2"):
+        jax.jit(lambda x: block.forward(params, state, x, None, True))(x)
+    y, _, _ = block.forward(params, state, x, None, False)
+    np.testing.assert_allclose(y, x / np.sqrt(1 + 1e-5), rtol=1e-6)
+    params, state, _ = block.init(getkey(), (2, 2, 3), jnp.float32)
+    image = jax.random.normal(getkey(), (1, 2, 2, 3))
+    y, _, _ = block.forward(params, state, image, None, True)
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+
+
 def test_batchnorm_images_normalise_per_channel(getkey):
     """On (m, H, W, C) the statistics run over m·H·W for each channel."""
     block = nn.BatchNorm()

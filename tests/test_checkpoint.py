@@ -507,7 +507,9 @@ def test_mismatched_template_names_the_leaf(tmp_path, getkey):
 
     missing = make_tree(getkey)
     missing["params"][0]["gamma"] = jnp.ones(8, jnp.float32)
-    with pytest.raises(ValueError, match=r"\['params'\]\[0\]\['gamma'\] is missing"):
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"\['params'\]\[0\]\['gamma'\] is missing"
+    ):
         checkpoint.load(path, like=missing)
 
     extra = make_tree(getkey)
@@ -599,3 +601,520 @@ def test_resume_equals_uninterrupted_run(tmp_path, getkey):
         resumed = step(resumed)
 
     assert_identical(resumed, straight)
+
+
+# --------------------------------------------------------------------------- #
+# A loader that trusts nothing: hand-edited manifests and hostile archives
+# --------------------------------------------------------------------------- #
+
+
+def edit_manifest(path, change):
+    """Rewrite the checkpoint at ``path`` with ``change(manifest)`` applied to its
+    manifest (entries unchanged, valid CRCs)."""
+
+    def edit(name, data):
+        if name != "manifest.json":
+            return data
+        manifest = json.loads(data)
+        change(manifest)
+        return json.dumps(manifest).encode()
+
+    rewrite(path, edit)
+
+
+def record_of(manifest, key_path):
+    return next(r for r in manifest["leaves"] if r["path"] == key_path)
+
+
+@pytest.mark.parametrize(
+    "name", ["bfloat16", "float8_e4m3fn", "float8_e5m2", "int4", "uint4"]
+)
+def test_every_ml_dtype_round_trips_as_its_bits(tmp_path, name):
+    dtype = np.dtype(getattr(ml_dtypes, name))
+    x = np.arange(6).astype(dtype).reshape(2, 3)
+    path = checkpoint.save(tmp_path / "c", {"x": x})
+    with zipfile.ZipFile(path) as zf:
+        record = json.loads(zf.read("manifest.json"))["leaves"][0]
+    assert record["stored_dtype"] == f"uint{8 * dtype.itemsize}"
+    loaded = checkpoint.load(path, like={"x": x})["x"]
+    assert loaded.dtype == dtype
+    assert loaded.tobytes() == x.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("leaf", "dtype", "shape"),
+    [
+        (np.arange(8, dtype=np.uint8), "float32", [2]),  # bits of another width
+        (np.arange(4, dtype=np.uint32), "float32", [4]),  # not an ml_dtypes type
+        (np.arange(4, dtype=np.int16), "bfloat16", [4]),  # signed storage
+        (np.arange(4, dtype=np.uint8), "bfloat16", [4]),  # wrong width
+        (np.arange(4, dtype=np.float32), "int32", [4]),
+    ],
+)
+def test_manifest_dtype_other_than_a_legitimate_pair_is_refused(
+    tmp_path, leaf, dtype, shape
+):
+    path = checkpoint.save(tmp_path / "c", {"x": leaf})
+
+    def change(manifest):
+        manifest["leaves"][0].update(dtype=dtype, shape=shape)
+
+    edit_manifest(path, change)
+    like_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype
+    template = {"x": np.zeros(shape, like_dtype)}
+    stored = leaf.dtype.name
+    for like in (None, template):
+        with pytest.raises(checkpoint.CheckpointError) as err:
+            checkpoint.load(path, like=like)
+        message = str(err.value)
+        assert str(path) in message and "['x']" in message
+        assert dtype in message and stored in message
+        assert "backup" in message  # says what to do
+
+
+def test_key_stored_as_wrong_key_data_is_refused(tmp_path):
+    path = checkpoint.save(tmp_path / "c", {"k": jax.random.key(1)})
+    good = path.read_bytes()
+    for change, words in [
+        (lambda r: r.update(key_impl="rbg", dtype="key<rbg>"), r"rbg.*\[4\]"),
+        (lambda r: r.update(dtype="key<rbg>"), r"key<fry>.*key<rbg>"),
+        (lambda r: r.update(key_impl="no_such_prng"), "no_such_prng"),
+        (lambda r: r.update(shape=[2], stored_shape=[2, 2]), r"\[2, 2\]"),
+    ]:
+        path.write_bytes(good)
+        edit_manifest(path, lambda m, change=change: change(m["leaves"][0]))
+        with pytest.raises(checkpoint.CheckpointError, match=r"\['k'\].*" + words):
+            checkpoint.load(path)
+
+
+def test_manifest_shape_must_equal_stored_and_template_shape(tmp_path):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    path = checkpoint.save(tmp_path / "c", {"x": x})
+    edit_manifest(path, lambda m: m["leaves"][0].update(shape=[4, 2]))
+    for like in (None, {"x": np.zeros((4, 2), np.float32)}):
+        with pytest.raises(
+            checkpoint.CheckpointError, match=r"\['x'\].*\[4, 2\].*\[2, 4\]"
+        ):
+            checkpoint.load(path, like=like)
+    # A Python scalar with a shape is refused as well.
+    path = checkpoint.save(tmp_path / "d", {"n": 3})
+    edit_manifest(path, lambda m: m["leaves"][0].update(shape=[1], stored_shape=[1]))
+    with pytest.raises(checkpoint.CheckpointError, match=r"\['n'\].*Python int"):
+        checkpoint.load(path)
+
+
+def test_duplicate_paths_and_entries_in_the_manifest_are_refused(tmp_path):
+    tree = {"x": np.zeros(3, np.float32), "y": np.ones(3, np.float32)}
+    path = checkpoint.save(tmp_path / "c", tree)
+    good = path.read_bytes()
+
+    def same_path(manifest):  # both records claim ['x']; the second holds y
+        manifest["leaves"][1]["path"] = "['x']"
+
+    edit_manifest(path, same_path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"leaf \['x'\] twice"):
+        checkpoint.load(path)
+    with pytest.raises(checkpoint.CheckpointError, match=r"leaf \['x'\] twice"):
+        checkpoint.load(path, like={"x": np.zeros(3, np.float32)})
+
+    def same_entry(manifest):  # y points at x's data
+        x, y = manifest["leaves"]
+        y.update(entry=x["entry"], sha256=x["sha256"])
+
+    path.write_bytes(good)
+    edit_manifest(path, same_entry)
+    with pytest.raises(checkpoint.CheckpointError, match=r"leaves/0\.npy.*\['y'\]"):
+        checkpoint.load(path, like=tree)
+
+
+def test_duplicate_entry_names_in_the_archive_are_refused(tmp_path):
+    path = checkpoint.save(tmp_path / "c", {"x": np.zeros(3, np.float32)})
+    with zipfile.ZipFile(path) as zf:
+        entries = [(name, zf.read(name)) for name in zf.namelist()]
+    forged = io.BytesIO()
+    np.save(forged, np.ones(3, np.float32))
+    with zipfile.ZipFile(path, "w") as zf, pytest.warns(UserWarning, match="Dup"):
+        for name, data in entries:
+            zf.writestr(name, data)
+        zf.writestr("leaves/0.npy", forged.getvalue())
+    with pytest.raises(checkpoint.CheckpointError, match=r"two entries.*leaves/0"):
+        checkpoint.load(path)
+
+
+def write_forged_checkpoint(path, shape, dtype, entry_bytes, compression):
+    """A checkpoint of one leaf ``['x']`` whose manifest promises ``dtype[shape]``
+    and whose entry holds the chunks of ``entry_bytes`` (written streaming)."""
+    record = {
+        "path": "['x']",
+        "entry": "leaves/0.npy",
+        "kind": "numpy",
+        "shape": list(shape),
+        "dtype": dtype,
+        "stored_dtype": dtype,
+        "stored_shape": list(shape),
+        "sha256": "0" * 64,
+    }
+    manifest = {
+        "format": "fnn.checkpoint",
+        "format_version": 1,
+        "leaves": [record],
+        "metadata": {},
+    }
+    with zipfile.ZipFile(path, "w", compression=compression, compresslevel=1) as zf:
+        with zf.open("leaves/0.npy", "w", force_zip64=True) as f:
+            for chunk in entry_bytes:
+                f.write(chunk)
+        zf.writestr(
+            "manifest.json", json.dumps(manifest), compress_type=zipfile.ZIP_STORED
+        )
+
+
+def npy_header(shape, dtype):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def test_deflated_bomb_is_refused_unread(tmp_path):
+    """A 256 MiB entry of zeros deflated to a few hundred KB: refused from its zip
+    record, without inflating it (memory stays small)."""
+    import time
+    import tracemalloc
+
+    n = 256 << 20
+    path = tmp_path / "bomb.ckpt"
+    zeros = bytes(1 << 20)
+    chunks = [npy_header((n,), np.uint8), *(zeros for _ in range(n >> 20))]
+    write_forged_checkpoint(path, (n,), "uint8", chunks, zipfile.ZIP_DEFLATED)
+    assert path.stat().st_size < (2 << 20)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(checkpoint.CheckpointError) as err:
+            checkpoint.load(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 1.0
+    assert peak < (4 << 20), peak
+    message = str(err.value)
+    assert str(path) in message and "leaves/0.npy" in message and "['x']" in message
+    assert "compressed" in message
+
+
+def test_entry_size_must_be_what_manifest_and_header_promise(tmp_path):
+    path = tmp_path / "c"
+    # The manifest promises 1 GiB; the stored entry holds 1 KiB: refused unread.
+    big = (1 << 30,)
+    header = npy_header(big, np.uint8)
+    write_forged_checkpoint(
+        path, big, "uint8", [header, bytes(1024)], zipfile.ZIP_STORED
+    )
+    with pytest.raises(
+        checkpoint.CheckpointError, match=r"\['x'\] holds \d+ bytes.*1073741824"
+    ):
+        checkpoint.load(path)
+
+    # Junk after the array's data (and a checksum that covers it): refused.
+    saved = checkpoint.save(tmp_path / "d", {"x": np.arange(4, dtype=np.float32)})
+    entry = leaf_entry(saved, "['x']")
+    with zipfile.ZipFile(saved) as zf:
+        longer = zf.read(entry) + b"junk" * 4
+
+    def append_junk(name, data):
+        if name == entry:
+            return longer
+        if name == "manifest.json":
+            manifest = json.loads(data)
+            manifest["leaves"][0]["sha256"] = hashlib.sha256(longer).hexdigest()
+            return json.dumps(manifest).encode()
+        return data
+
+    rewrite(saved, append_junk)
+    with pytest.raises(checkpoint.CheckpointError, match=r"\['x'\] holds \d+ bytes"):
+        checkpoint.load(saved, like={"x": np.zeros(4, np.float32)})
+
+
+def test_compressed_manifest_is_refused(tmp_path):
+    path = checkpoint.save(tmp_path / "c", {"x": 1})
+    with zipfile.ZipFile(path) as zf:
+        entries = [(name, zf.read(name)) for name in zf.namelist()]
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in entries:
+            compress = zipfile.ZIP_DEFLATED if name == "manifest.json" else None
+            zf.writestr(name, data, compress_type=compress)
+    with pytest.raises(checkpoint.CheckpointError, match="manifest.*compressed"):
+        checkpoint.read_metadata(path)
+
+
+# --------------------------------------------------------------------------- #
+# Temporary files of writers that died
+# --------------------------------------------------------------------------- #
+
+
+def dead_pid():
+    """The id of a process that has exited and been reaped."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_save_removes_temp_files_of_dead_writers_only(tmp_path):
+    import fcntl
+    import subprocess
+    import sys
+
+    path = checkpoint.save(tmp_path / "run.ckpt", {"x": 1})
+    host = checkpoint._host_tag()
+    temp = checkpoint._temp_name("run.ckpt")
+    assert temp.startswith(f".run.ckpt.{host}-{os.getpid()}-") and temp.endswith(".tmp")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead = dead_pid()
+        names = {
+            "dead": f".run.ckpt.{host}-{dead}-0123abcd.tmp",
+            "live": f".run.ckpt.{host}-{live.pid}-0123abcd.tmp",
+            "self": f".run.ckpt.{host}-{os.getpid()}-0123abcd.tmp",
+            "other host": f".run.ckpt.{'0' * 8 if host != '0' * 8 else '1' * 8}"
+            f"-{dead}-0123abcd.tmp",
+            "other target": f".other.ckpt.{host}-{dead}-0123abcd.tmp",
+            "locked": f".run.ckpt.{host}-{dead}-4567cdef.tmp",
+            "old style": ".run.ckpt.0123456789abcdef.tmp",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        fd = os.open(tmp_path / names["locked"], os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a writer that is still writing
+        try:
+            checkpoint.save(path, {"x": 2})
+        finally:
+            os.close(fd)
+    finally:
+        live.kill()
+        live.wait()
+    left = {p.name for p in tmp_path.iterdir()}
+    assert names["dead"] not in left
+    assert left == {"run.ckpt", *names.values()} - {names["dead"]}
+    assert checkpoint.load(path, like={"x": 0}) == {"x": 2}
+
+
+# --------------------------------------------------------------------------- #
+# Models: save_model / load_model
+# --------------------------------------------------------------------------- #
+
+
+def models():
+    """An MLP, a CNN and a residual network (with BatchNorm state), with their
+    per-example input shapes."""
+    from fnn import nn
+
+    mlp = nn.Sequential([nn.Dense(16, "tanh"), nn.Dense(8, "relu"), nn.Dense(3)])
+    cnn = nn.Sequential(
+        [
+            nn.Conv2D(4, 3, padding="SAME"),
+            nn.MaxPool2D(2),
+            nn.Conv2D(6, 2, stride=2),
+            nn.Flatten(),
+            nn.Dense(5),
+        ]
+    )
+    residual = nn.Sequential(
+        [
+            nn.Dense(12, "relu"),
+            nn.Residual(nn.Sequential([nn.Dense(12, "relu"), nn.Dense(12)])),
+            nn.BatchNorm(),
+            nn.Residual(nn.Dense(7, "tanh"), nn.Dense(7)),
+            nn.Dense(4),
+        ]
+    )
+    return {"mlp": (mlp, (6,)), "cnn": (cnn, (8, 8, 2)), "residual": (residual, (5,))}
+
+
+def random_params(model, in_shape, seed, dtype=jnp.float32):
+    """Parameters and state of ``model`` filled with random numbers (running
+    variances positive), built from ``jax.eval_shape`` of its init: other values
+    than any init gives, and nothing to compile."""
+    from fnn import nn
+
+    template = jax.eval_shape(
+        lambda key: nn.init(key, model, in_shape, dtype), jax.random.key(0)
+    )
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        x = rng.standard_normal(leaf.shape)
+        if "var" in jax.tree_util.keystr(path):
+            x = np.abs(x) + 0.5
+        return jnp.asarray(x.astype(leaf.dtype))
+
+    return jax.tree_util.tree_map_with_path(fill, template)
+
+
+def predictor(model):
+    """The model's eval-mode prediction, compiled (the same program everywhere)."""
+    from fnn import nn
+
+    def predict(params, state, x):
+        return nn.forward(model, params, x, state=state)[0]
+
+    return jax.jit(predict)
+
+
+LOAD_AND_PREDICT = """
+import sys
+
+import jax
+
+import fnn
+
+folder, names = sys.argv[1], sys.argv[2:]
+inputs = fnn.checkpoint.load(f"{folder}/inputs.fnn")
+out = {}
+for name in names:
+    model, params, state = fnn.checkpoint.load_model(f"{folder}/{name}.fnn")
+    x = inputs[f"[{name!r}]"]
+    predict = jax.jit(
+        lambda p, s, x, model=model: fnn.nn.forward(model, p, x, state=s)[0]
+    )
+    out[name] = predict(params, state, x)
+fnn.checkpoint.save(f"{folder}/outputs.fnn", out)
+"""
+
+
+def test_models_round_trip_to_identical_predictions_in_a_fresh_process(tmp_path):
+    """save_model, then load_model in a process that imports only fnn: the
+    rebuilt MLP, CNN and residual network predict bit for bit the same."""
+    import subprocess
+    import sys
+
+    import fnn
+    from fnn import nn
+
+    inputs, expected = {}, {}
+    for seed, (name, (model, in_shape)) in enumerate(models().items()):
+        params, state = random_params(model, in_shape, seed)
+        x = np.random.default_rng(10 + seed).standard_normal((9, *in_shape))
+        inputs[name] = x = x.astype(np.float32)
+        expected[name] = predictor(model)(params, state, x)
+        path = checkpoint.save_model(
+            tmp_path / f"{name}.fnn", model, params, state, in_shape=in_shape
+        )
+        described = checkpoint.read_metadata(path)["fnn_model"]
+        assert described["spec"] == nn.to_spec(model)
+        assert described["in_shape"] == list(in_shape)
+        loaded_model, loaded_params, loaded_state = checkpoint.load_model(path)
+        assert nn.to_spec(loaded_model) == nn.to_spec(model)
+        assert_identical(loaded_params, params)
+        assert_identical(loaded_state, state)
+    checkpoint.save(tmp_path / "inputs.fnn", inputs)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fnn.__file__)))
+    subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(tmp_path), *expected],
+        check=True,
+        env=dict(os.environ, PYTHONPATH=root),
+        timeout=120,
+    )
+    predicted = checkpoint.load(tmp_path / "outputs.fnn")
+    for name, want in expected.items():
+        got = predicted[f"[{name!r}]"]
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert got.tobytes() == np.asarray(want).tobytes(), name
+
+
+def test_mlp_model_keeps_its_input_shape_and_like_template(tmp_path):
+    import fnn
+
+    model = fnn.mlp([4, 6, 2])
+    params, state = random_params(model, (4,), 0)
+    path = checkpoint.save_model(tmp_path / "m.fnn", model, params, state)
+    loaded, loaded_params, _ = checkpoint.load_model(path)
+    assert loaded.in_shape == (4,)
+    assert_identical(loaded_params, params)
+    as_numpy = jax.tree.map(np.asarray, (params, state))
+    _, numpy_params, _ = checkpoint.load_model(path, like=as_numpy)
+    assert type(numpy_params[0]["W"]) is np.ndarray
+    with pytest.raises(ValueError, match="pair"):
+        checkpoint.load_model(path, like=params[0])
+
+
+def test_float64_model_round_trip_under_x64(tmp_path):
+    from fnn import nn
+
+    model = nn.Sequential([nn.Dense(3, "tanh"), nn.Dense(2)])
+    with jax.enable_x64(True):
+        params, state = random_params(model, (4,), 0, jnp.float64)
+        assert params[0]["W"].dtype == jnp.float64
+        path = checkpoint.save_model(
+            tmp_path / "m", model, params, state, in_shape=(4,)
+        )
+        _, loaded, _ = checkpoint.load_model(path)
+        assert_identical(loaded, params)
+    with pytest.raises(checkpoint.CheckpointError, match="enable_x64"):
+        checkpoint.load_model(path)
+
+
+def test_save_model_refuses_what_does_not_fit(tmp_path):
+    from fnn import nn
+
+    model, in_shape = models()["residual"]
+    params, state = random_params(model, in_shape, 0)
+    path = tmp_path / "m"
+    with pytest.raises(ValueError, match="in_shape"):
+        checkpoint.save_model(path, model, params, state)
+    with pytest.raises(ValueError, match="state="):
+        checkpoint.save_model(path, model, params, in_shape=in_shape)
+    with pytest.raises(ValueError, match=r"\['params'\]\[0\]\['W'\].*float32\[5, 12\]"):
+        checkpoint.save_model(path, model, params, state, in_shape=(6,))
+    with pytest.raises(ValueError, match="reserved"):
+        checkpoint.save_model(
+            path, model, params, state, in_shape=in_shape, metadata={"fnn_model": 1}
+        )
+
+    opaque = nn.Sequential([nn.Dense(3, W_init=lambda k, s, d: jnp.ones(s, d))])
+    p, s = random_params(opaque, (2,), 0)
+    with pytest.raises(ValueError, match="register"):
+        checkpoint.save_model(path, opaque, p, s, in_shape=(2,))
+    assert not path.exists()
+
+
+def test_load_model_refuses_foreign_and_altered_descriptions(tmp_path):
+    plain = checkpoint.save(tmp_path / "plain", {"x": 1})
+    with pytest.raises(checkpoint.CheckpointError, match="not written by.*save_model"):
+        checkpoint.load_model(plain)
+
+    model, in_shape = models()["mlp"]
+    params, state = random_params(model, in_shape, 0)
+    path = checkpoint.save_model(
+        tmp_path / "m", model, params, state, in_shape=in_shape
+    )
+    good = path.read_bytes()
+
+    def described(change):
+        path.write_bytes(good)
+        edit_manifest(path, lambda m: change(m["metadata"]["fnn_model"]))
+
+    # A name that is not a registered block (e.g. an attempt to reach code).
+    described(lambda d: d["spec"]["args"]["blocks"][0].update(block="os.system"))
+    with pytest.raises(checkpoint.CheckpointError, match=r"'os\.system'.*register"):
+        checkpoint.load_model(path)
+    described(lambda d: d.update(spec="Sequential"))
+    with pytest.raises(checkpoint.CheckpointError, match="cannot be rebuilt"):
+        checkpoint.load_model(path)
+    described(lambda d: d.update(in_shape=[0]))
+    with pytest.raises(checkpoint.CheckpointError, match="in_shape"):
+        checkpoint.load_model(path)
+    described(lambda d: d.update(dtype="object"))
+    with pytest.raises(checkpoint.CheckpointError, match="dtype"):
+        checkpoint.load_model(path)
+    # A description that disagrees with the stored parameters.
+    described(lambda d: d["spec"]["args"]["blocks"][0]["args"].update(n_out=17))
+    with pytest.raises(checkpoint.CheckpointError, match=r"\['params'\]\[0\]\['W'\]"):
+        checkpoint.load_model(path)
+    described(lambda d: d.update(in_shape=[7]))
+    with pytest.raises(checkpoint.CheckpointError, match=r"\[7, 16\].*\[6, 16\]"):
+        checkpoint.load_model(path)

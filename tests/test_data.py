@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fnn import data
+from fnn import data, losses
 
 
 def _correlated(rng, m, n, shift=0.0):
@@ -318,3 +318,141 @@ def test_iterate_minibatches_covers_the_epoch(getkey):
     np.testing.assert_array_equal(ys, np.asarray(idx)[np.asarray(mask)])
     dropped = list(data.iterate_minibatches(key, X, y, 4, drop_remainder=True))
     assert [b[0].shape[0] for b in dropped] == [4, 4]
+
+
+# ------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize("fit", [data.fit_standardize, data.fit_min_max, data.fit_zca])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fits_refuse_non_finite_data_naming_row_and_column(fit, bad):
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    X[5, 2] = bad
+    X[6, 0] = bad
+    with pytest.raises(ValueError, match=r"row 5 of X_train .*column 2"):
+        fit(X)
+
+
+def test_fit_standardize_stays_jittable():
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    s = jax.jit(data.fit_standardize)(X)
+    np.testing.assert_allclose(s.mean, X.mean(axis=0), rtol=1e-5, atol=1e-6)
+
+
+def _check(*args, **kwargs):
+    data.check_examples(*args, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_check_examples_finds_non_finite_inputs(bad):
+    X = np.zeros((20, 3), np.float32)
+    X[17, 1] = bad
+    X[19, 0] = bad
+    text = "NaN" if np.isnan(bad) else repr(float(bad))
+    with pytest.raises(ValueError, match=rf"row 17 of X in the dev set holds {text}"):
+        _check(X, name="dev set")
+    with pytest.raises(ValueError, match="column 1"):
+        _check(X, np.zeros(20, int), loss="cross_entropy", n_outputs=3)
+
+
+def test_check_examples_names_a_position_in_image_rows():
+    X = np.zeros((4, 2, 2, 1))
+    X[3, 1, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"row 3 of X .*\(1, 0, 0\)"):
+        _check(X)
+
+
+def test_check_examples_empty_set_and_row_counts():
+    with pytest.raises(ValueError, match="the dev set is empty"):
+        _check(np.zeros((0, 3)), np.zeros(0, int), name="dev set")
+    with pytest.raises(ValueError, match=r"X has 5 rows but y has 4 in the training"):
+        _check(np.zeros((5, 3)), np.zeros(4, int))
+    with pytest.raises(ValueError, match="scalar"):
+        _check(np.zeros((5, 3)), 1)
+
+
+def test_check_examples_cross_entropy_labels():
+    X = np.zeros((5, 2))
+    y = np.array([0, 1, 2, 7, 1])
+    with pytest.raises(ValueError, match=r"row 3 of y .* label 7, outside \[0, 3\)"):
+        _check(X, y, loss="cross_entropy", n_outputs=3)
+    with pytest.raises(ValueError, match=r"row 1 of y .* label -1"):
+        _check(X, np.array([0, -1, 0, 0, 0]), loss="cross_entropy")
+    _check(X, y, loss="cross_entropy", n_outputs=8)
+    _check(X, np.eye(3)[[0, 1, 2, 0, 1]], loss=losses.cross_entropy(), n_outputs=3)
+    _check(X, np.eye(3, dtype=int)[[0, 1, 2, 0, 1]], loss="cross_entropy", n_outputs=3)
+    with pytest.raises(ValueError, match=r"dtype float64.*y\.astype\(int\)"):
+        _check(X, y.astype(float), loss="cross_entropy", n_outputs=8)
+    with pytest.raises(ValueError, match=r"shape \(5, 4\).*\(5, 3\)"):
+        _check(X, np.eye(5)[:, :4], loss="cross_entropy", n_outputs=3)
+    Y = np.eye(3)[[1, 1, 0, 0, 1]]
+    Y[2, 0] = 2.0
+    with pytest.raises(ValueError, match=r"row 2 of y .*holds 2\.0 \(column 0\)"):
+        _check(X, Y, loss="cross_entropy", n_outputs=3)
+    with pytest.raises(ValueError, match="shape"):
+        _check(X, np.zeros((5, 3, 1)), loss="cross_entropy")
+
+
+def test_check_examples_bce_targets():
+    X = np.zeros((5, 2))
+    with pytest.raises(ValueError, match=r"row 2 of y .* holds 2\.0, outside \[0, 1\]"):
+        _check(X, np.array([0, 1, 2, 0, 1.0]), loss="bce", n_outputs=1)
+    with pytest.raises(ValueError, match=r"row 4 of y .* holds NaN"):
+        _check(X, np.array([0, 1, 1, 0, np.nan]), loss="bce", n_outputs=1)
+    with pytest.raises(ValueError, match=r"shape \(5, 2\).*\(5, 1\) or \(5,\)"):
+        _check(X, np.zeros((5, 2)), loss="bce", n_outputs=1)
+    _check(X, np.array([0, 1, 1, 0, 0.5]), loss="bce", n_outputs=1)
+    _check(X, np.array([0, 1, 1, 0, 1]) == 1, loss="bce", n_outputs=1)
+    _check(X, np.ones((5, 4)), loss="bce", n_outputs=4)
+
+
+def test_check_examples_regression_targets():
+    X = np.zeros((5, 2))
+    with pytest.raises(ValueError, match=r"row 3 of y in the test set holds inf"):
+        _check(
+            X, np.array([0, 1, 2, np.inf, 1]), loss="mse", n_outputs=1, name="test set"
+        )
+    with pytest.raises(ValueError, match=r"shape \(5, 2\).*\(5, 3\)"):
+        _check(X, np.zeros((5, 2)), loss="huber", n_outputs=3)
+    with pytest.raises(ValueError, match=r"shape \(5,\).*\(5, 3\)"):
+        _check(X, np.zeros(5), loss="mse", n_outputs=3)
+    with pytest.raises(ValueError, match="row 0 of y"):
+        _check(X, np.full((5, 2), np.nan))
+    _check(X, np.zeros(5), loss="mae", n_outputs=1)
+    _check(X, np.zeros((5, 3)), loss="mse", n_outputs=np.int64(3))
+    with pytest.raises(ValueError, match="unknown loss"):
+        _check(X, np.zeros(5), loss="nope")
+    with pytest.raises(ValueError, match="dtype"):
+        _check(np.array([["a"]] * 5), np.zeros(5))
+
+
+def test_check_examples_reads_a_memmap_in_blocks(tmp_path, monkeypatch):
+    m, n = 1000, 7
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", "w+", np.float32, (m, n))
+    X[:] = 1.0
+    X[923, 4] = np.nan
+    X.flush()
+    X = np.load(tmp_path / "X.npy", mmap_mode="r")
+    monkeypatch.setattr(data, "_CHUNK_ELEMENTS", 64 * n)
+    seen = []
+    isfinite = np.isfinite
+
+    def spy(a):
+        seen.append(a.shape)
+        return isfinite(a)
+
+    monkeypatch.setattr(np, "isfinite", spy)
+    with pytest.raises(ValueError, match=r"row 923 of X .* holds NaN \(column 4\)"):
+        _check(X)
+    assert max(s[0] for s in seen) == 64  # never the whole array at once
+    assert sum(s[0] for s in seen) == 960  # stopped at the block holding the NaN
+
+
+def test_check_examples_low_precision_inputs():
+    X = np.ones((6, 2), jnp.bfloat16)
+    data.check_examples(X, np.zeros(6, np.int8), loss="cross_entropy", n_outputs=2)
+    X[4, 1] = np.inf
+    with pytest.raises(ValueError, match=r"row 4 of X .* holds inf \(column 1\)"):
+        data.check_examples(X.astype(jnp.bfloat16))
+    with pytest.raises(ValueError, match=r"row 4 of X .* holds inf"):
+        data.check_examples(X.astype(np.float16))

@@ -130,3 +130,40 @@ def test_unknown_scheme_lists_names():
         initializers.variance_scaling(1.0, "fan_sum")
     with pytest.raises(ValueError, match="distribution"):
         initializers.variance_scaling(1.0, "fan_in", "cauchy")
+
+
+@pytest.mark.parametrize("name", initializers.names())
+def test_numpy_integer_widths_are_accepted(name):
+    init = initializers.get(name)
+    key = jax.random.key(0)
+    W = init(key, (np.int64(4), np.int32(3)))
+    assert W.shape == (4, 3)
+    np.testing.assert_array_equal(W, init(key, (4, 3)))
+    assert initializers.fans((np.int64(2), np.int64(4), np.int64(3))) == (8, 6)
+
+
+@pytest.mark.parametrize("name", initializers.names())
+@pytest.mark.parametrize("shape", [(True, 3), (4, 2.0), (4, -1)])
+def test_bad_widths_raise(name, shape):
+    with pytest.raises(ValueError, match=r"shape\[\d\] must be"):
+        initializers.get(name)(jax.random.key(0), shape)
+
+
+@pytest.mark.parametrize("name", [n for n in initializers.names() if n != "zeros"])
+@pytest.mark.parametrize("key", [0, np.int64(7), None, 1.5])
+def test_an_int_instead_of_a_key_says_what_to_pass(name, key):
+    with pytest.raises(ValueError, match=r"key must be a JAX PRNG key.*jax\.random\."):
+        initializers.get(name)(key, (3, 2))
+
+
+def test_check_key():
+    initializers.check_key(jax.random.key(0))
+    initializers.check_key(jax.random.PRNGKey(0))  # legacy raw key
+    initializers.check_key(jax.random.split(jax.random.key(0), 3))
+    jax.jit(initializers.check_key)(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"key_init .*int 3.*jax\.random\.key\(3\)"):
+        initializers.check_key(3, "key_init")
+    with pytest.raises(ValueError, match="dtype float32"):
+        initializers.check_key(jnp.zeros((2,)))
+    with pytest.raises(ValueError, match="bool"):
+        initializers.check_key(True)

@@ -188,3 +188,46 @@ def test_unknown_loss_and_output_mismatch():
         fnn.loss(params, x, y, loss="xent")
     with pytest.raises(ValueError, match="logits with a softmax output"):
         fnn.loss(params, x, y, loss="cross_entropy", output="sigmoid")
+
+
+def test_bce_targets_outside_unit_interval_raise():
+    """A BCE label 2 gives a finite loss; targets refuses it eagerly, naming the row."""
+    out = jnp.zeros((4, 1))
+    with pytest.raises(ValueError, match=r"\[0, 1\].*row 2 holds 2"):
+        losses.targets(losses.bce(), out, jnp.asarray([0.0, 1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError, match=r"row 1 holds -1"):
+        losses.targets(losses.bce(), out, jnp.asarray([0, -1, 1, 0]))
+    Y = losses.targets(losses.bce(), out, jnp.asarray([0.0, 1.0, 0.25, 1.0]))
+    np.testing.assert_array_equal(Y[:, 0], [0.0, 1.0, 0.25, 1.0])
+
+
+def test_targets_under_jit_check_shapes_only():
+    """The documented traced behaviour: a label outside [0, k) is an all-zero row."""
+    out = jnp.zeros((3, 3))
+    Y = jax.jit(lambda y: losses.targets(losses.cross_entropy(), out, y))(
+        jnp.asarray([0, 7, 2])
+    )
+    np.testing.assert_array_equal(Y, np.eye(3)[[0, 0, 2]] * [[1], [0], [1]])
+
+
+def test_cross_entropy_fn_and_grad_accept_integer_labels():
+    rng = np.random.default_rng(3)
+    ce = losses.cross_entropy()
+    with jax.enable_x64(True):
+        Z = jnp.asarray(rng.normal(size=(4, 3)))
+        labels = jnp.asarray([2, 0, 1, 2])
+        E = jnp.asarray(np.eye(3)[[2, 0, 1, 2]])
+        np.testing.assert_allclose(ce.fn(Z, labels), ce.fn(Z, E), rtol=1e-14)
+        np.testing.assert_allclose(ce.grad(Z, labels), ce.grad(Z, E), rtol=1e-14)
+        np.testing.assert_allclose(jax.jit(ce.fn)(Z, labels), ce.fn(Z, E), rtol=1e-14)
+    with pytest.raises(ValueError, match=r"\[0, 3\).*row 1 holds the label 3"):
+        ce.fn(Z, jnp.asarray([0, 3, 1, 1]))
+
+
+@pytest.mark.parametrize("name", losses.names())
+def test_get_returns_the_same_object(name):
+    """fit caches compiled functions keyed on the Loss: one name, one object."""
+    assert losses.get(name) is losses.get(name)
+    assert losses.get("huber", delta=0.5) is losses.get("huber", delta=0.5)
+    assert losses.get("huber", delta=0.5) is not losses.get("huber", delta=0.25)
+    assert losses.get("bce") is losses.get("binary_cross_entropy")

@@ -197,19 +197,20 @@ def test_fit_compiles_once_per_configuration():
     listener = lambda event, duration, **kw: compiles.append(event)  # noqa: E731
     jax.monitoring.register_event_duration_secs_listener(listener)
     try:
-        run = (
-            lambda: fnn.fit(
+
+        def run():
+            return fnn.fit(
                 params,
                 opt,
                 X,
                 y,
                 key=jax.random.key(1),
-                epochs=2,  # noqa: E731
+                epochs=2,
                 batch_size=25,
                 dev=(X[:20], y[:20]),
                 progress=False,
             )
-        )
+
         first = run()
         before = compiles.count("/jax/core/compile/backend_compile_duration")
         second = run()

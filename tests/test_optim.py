@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fnn.optim as optim
+from fnn import schedules
 
 # --------------------------------------------------------------------------
 # Hand computation of the first three updates, float64, to 1e-12.
@@ -481,3 +482,298 @@ def test_adamw_needs_params():
 def test_bad_hyperparameters_raise_with_the_value(make, bad):
     with pytest.raises(ValueError, match=repr(bad).replace(".", r"\.")):
         make(bad)
+
+
+# --------------------------------------------------------------------------
+# Learning rates and hyperparameters: finite, non-negative, schedules checked at
+# count 0; NumPy and 0-d JAX scalars accepted; traced values pass unchecked.
+# --------------------------------------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, -INF, -0.1, np.float32(NAN)])
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_learning_rate_must_be_finite_and_nonnegative(name, bad):
+    with pytest.raises(ValueError, match="learning_rate"):
+        ALL[name](bad)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_schedule_is_checked_at_count_zero(name):
+    def negative(count):
+        return -0.1 + 0.0 * count.astype(jnp.float32)
+
+    with pytest.raises(ValueError, match=r"learning_rate.*count 0.*-0\.1"):
+        ALL[name](negative)
+    with jax.debug_nans(False):
+        with pytest.raises(ValueError, match=r"learning_rate.*nan"):
+            ALL[name](lambda count: jnp.full((), jnp.nan, jnp.float32))
+    with pytest.raises(ValueError, match=r"learning_rate.*shape \(2,\)"):
+        ALL[name](lambda count: jnp.ones(2))
+
+
+@pytest.mark.parametrize(
+    "make, bad",
+    [
+        (lambda v: optim.sgd(0.1, momentum=v), NAN),
+        (lambda v: optim.ema_momentum(0.1, beta=v), INF),
+        (lambda v: optim.adagrad(0.1, eps=v), INF),
+        (lambda v: optim.adagrad(0.1, initial_accumulator_value=v), NAN),
+        (lambda v: optim.rmsprop(0.1, eps=v), NAN),
+        (lambda v: optim.adadelta(eps=v), INF),
+        (lambda v: optim.adam(0.1, b1=v), NAN),
+        (lambda v: optim.adam(0.1, eps=v), INF),
+        (lambda v: optim.adamw(0.1, weight_decay=v), INF),
+        (lambda v: optim.sgd(0.1, momentum=v), np.float64(1.0)),
+        (lambda v: optim.adam(v), np.bool_(True)),
+        (lambda v: optim.adam(v), jnp.ones(2)),
+        (lambda v: optim.adam(v), 1j),
+    ],
+)
+def test_bad_scalar_hyperparameters_raise(make, bad):
+    with pytest.raises(ValueError, match="must be"):
+        make(bad)
+
+
+@pytest.mark.parametrize("scalar", [np.float32(1e-3), jnp.float32(1e-3)])
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_numpy_and_jax_scalar_learning_rates_accepted(name, scalar, getkey):
+    params = _mlp_params(getkey)
+    grads = jax.tree.map(lambda p: jnp.cos(p) + 0.5, params)
+    opt = ALL[name](scalar)
+    updates, state = opt.update(grads, opt.init(params), params)
+    ref, ref_state = ALL[name](float(scalar)).update(
+        grads, ALL[name](float(scalar)).init(params), params
+    )
+    chex.assert_trees_all_equal((updates, state), (ref, ref_state))
+
+
+def test_array_learning_rate_gives_bit_identical_adam_steps(getkey):
+    params = _mlp_params(getkey)
+
+    def run(opt):
+        def body(carry, _):
+            p, s = carry
+            g = jax.tree.map(lambda x: jnp.sin(3.0 * x) + 0.1, p)
+            u, s = opt.update(g, s, p)
+            return (optim.apply_updates(p, u), s), None
+
+        return jax.lax.scan(body, (params, opt.init(params)), None, length=50)[0]
+
+    out = jax.jit(lambda: run(optim.adam(jnp.float32(1e-3))))()
+    ref = jax.jit(lambda: run(optim.adam(1e-3)))()
+    chex.assert_trees_all_equal(out, ref)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_traced_learning_rate_is_accepted_under_jit(name, getkey):
+    params = _mlp_params(getkey)
+    grads = jax.tree.map(lambda p: jnp.cos(p) + 0.5, params)
+
+    @jax.jit
+    def step(lr):
+        opt = ALL[name](lr)
+        return opt.update(grads, opt.init(params), params)
+
+    updates, state = step(0.1)
+    ref, _ = ALL[name](0.1).update(grads, ALL[name](0.1).init(params), params)
+    chex.assert_trees_all_close(updates, ref, rtol=1e-6)
+    assert state.learning_rate.dtype == jnp.float32
+
+
+def test_traced_hyperparameters_are_accepted_under_jit():
+    params = {"w": jnp.asarray([1.0, -2.0, 0.5])}
+    grads = {"w": jnp.asarray([0.3, 0.0, -1.0])}
+
+    def steps(make, *args):
+        def run(*hyper):
+            opt = make(*hyper)
+            state = opt.init(params)
+            for _ in range(3):
+                updates, state = opt.update(grads, state, params)
+            return updates
+
+        return jax.jit(run)(*args), run(*args)
+
+    for make, args in [
+        (lambda lr, b1, b2, eps: optim.adam(lr, b1, b2, eps), (0.1, 0.8, 0.99, 1e-6)),
+        (lambda lr, wd: optim.adamw(lr, weight_decay=wd), (0.1, 0.01)),
+        (lambda lr, beta: optim.sgd(lr, beta, nesterov=True), (0.1, 0.5)),
+        (lambda lr, rho: optim.rmsprop(lr, rho, momentum=rho), (0.1, 0.5)),
+        (lambda lr, rho, eps: optim.adadelta(lr, rho, eps), (1.0, 0.9, 1e-6)),
+    ]:
+        traced, eager = steps(make, *args)
+        # jit fuses b^t and the roots differently from eager: float32 rounding.
+        chex.assert_trees_all_close(traced, eager, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------
+# A state from another optimizer, a gradient of the wrong shape.
+# --------------------------------------------------------------------------
+
+# For each optimizer, a state it must refuse: from an optimizer of another kind.
+FOREIGN = {
+    "sgd": lambda: optim.adam(0.1),
+    "momentum": lambda: optim.sgd(0.1),  # no velocity
+    "nesterov": lambda: optim.ema_momentum(0.1),
+    "ema_momentum": lambda: optim.sgd(0.1, 0.9),
+    "adagrad": lambda: optim.rmsprop(0.1),
+    "rmsprop": lambda: optim.rmsprop(0.1),  # neither centered nor with momentum
+    "adadelta": lambda: optim.adagrad(0.1),
+    "adam": lambda: optim.sgd(0.1),
+    "adamw": lambda: optim.amsgrad(0.1),  # has v_max
+    "adamax": lambda: optim.chain(optim.adamax(0.1)),
+    "nadam": lambda: optim.scale_by_learning_rate(0.1),
+    "amsgrad": lambda: optim.adam(0.1),  # no v_max
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_state_from_another_optimizer_raises(name, getkey):
+    params = _mlp_params(getkey)
+    opt = ALL[name](0.1)
+    foreign = FOREIGN[name]().init(params)
+    with pytest.raises(TypeError, match=r"\.update got a") as info:
+        opt.update(params, foreign, params)
+    message = str(info.value)
+    assert type(foreign).__name__ in message or "tuple" in message
+
+
+def test_adam_names_the_sgd_state_it_got(getkey):
+    params = _mlp_params(getkey)
+    with pytest.raises(TypeError, match=r"adam\.update got a state made by sgd"):
+        optim.adam(0.1).update(params, optim.sgd(0.1).init(params), params)
+    with pytest.raises(TypeError, match="AdamState that adam.init returns"):
+        optim.adam(0.1).update(params, optim.sgd(0.1).init(params), params)
+    with pytest.raises(TypeError, match="velocity is None"):
+        optim.sgd(0.1, 0.9).update(params, optim.sgd(0.1).init(params), params)
+    with pytest.raises(TypeError, match="v_max is None"):
+        optim.amsgrad(0.1).update(params, optim.adam(0.1).init(params), params)
+    with pytest.raises(TypeError, match="checkpoint"):
+        optim.adam(0.1).update(params, {"[0]": 1}, params)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_gradient_of_the_wrong_shape_names_the_key_path(name, getkey):
+    params = _mlp_params(getkey)
+    opt = ALL[name](0.1)
+    state = opt.init(params)
+    bad = [{"W": params[0]["W"].T, "b": params[0]["b"]}, params[1]]
+    with pytest.raises(ValueError, match=r"\[0\]\['W'\] has shape \(4, 3\).*\(3, 4\)"):
+        opt.update(bad, state, params)
+    # Without params, the state's trees give the shapes.
+    if name not in ("adamw", "sgd"):
+        with pytest.raises(ValueError, match=r"\[0\]\['W'\].*optimizer state"):
+            opt.update(bad, state)
+
+
+# --------------------------------------------------------------------------
+# The catalogue: each bad input, its exception type and the name it must show.
+# --------------------------------------------------------------------------
+
+
+def _p():
+    return {"w": jnp.ones(3)}
+
+
+CATALOGUE = {
+    "sgd nan rate": (lambda: optim.sgd(NAN), ValueError, "learning_rate"),
+    "sgd inf rate": (lambda: optim.sgd(INF), ValueError, "learning_rate"),
+    "adam inf rate": (lambda: optim.adam(INF), ValueError, "learning_rate"),
+    "adam negative rate": (lambda: optim.adam(-1e-3), ValueError, "learning_rate"),
+    "adam negative jax rate": (
+        lambda: optim.adam(jnp.float32(-1e-3)),
+        ValueError,
+        "learning_rate",
+    ),
+    "adam negative schedule": (
+        lambda: optim.adam(lambda c: -1e-3 * jnp.ones((), jnp.float32)),
+        ValueError,
+        "learning_rate",
+    ),
+    "adam nan b1": (lambda: optim.adam(1e-3, b1=NAN), ValueError, "b1"),
+    "adam b2 = 1": (lambda: optim.adam(1e-3, b2=1.0), ValueError, "b2"),
+    "adam negative eps": (lambda: optim.adam(1e-3, eps=-1.0), ValueError, "eps"),
+    "adamw inf decay": (
+        lambda: optim.adamw(1e-3, weight_decay=INF),
+        ValueError,
+        "weight_decay",
+    ),
+    "sgd momentum 1": (
+        lambda: optim.sgd(0.1, momentum=np.float32(1.0)),
+        ValueError,
+        "momentum",
+    ),
+    "rmsprop nan decay": (lambda: optim.rmsprop(0.1, decay=NAN), ValueError, "decay"),
+    "clip_by_global_norm nan": (
+        lambda: optim.clip_by_global_norm(NAN),
+        ValueError,
+        "max_norm",
+    ),
+    "clip_by_value inf": (lambda: optim.clip_by_value(INF), ValueError, "max_delta"),
+    "add_decayed_weights nan": (
+        lambda: optim.add_decayed_weights(NAN),
+        ValueError,
+        "weight_decay",
+    ),
+    "scale_by_learning_rate negative": (
+        lambda: optim.scale_by_learning_rate(-0.5),
+        ValueError,
+        "learning_rate",
+    ),
+    "reduce_on_plateau nan factor": (
+        lambda: optim.reduce_on_plateau(factor=NAN),
+        ValueError,
+        "factor",
+    ),
+    "newton nan damping": (lambda: optim.newton(NAN), ValueError, "damping"),
+    "cosine_decay negative": (
+        lambda: schedules.cosine_decay_schedule(-1.0, 100),
+        ValueError,
+        "init_value",
+    ),
+    "one_cycle negative peak": (
+        lambda: schedules.one_cycle(100, -0.1),
+        ValueError,
+        "peak_value",
+    ),
+    "linear_schedule negative end": (
+        lambda: schedules.linear_schedule(0.1, -0.1, 10),
+        ValueError,
+        "end_value",
+    ),
+    "sgdr inf": (lambda: schedules.sgdr(INF, 10), ValueError, "init_value"),
+    "constant nan": (lambda: schedules.constant_schedule(NAN), ValueError, "value"),
+    "warmup of a negative schedule": (
+        lambda: schedules.warmup(lambda c: -jnp.ones((), jnp.float32), 5),
+        ValueError,
+        "schedule",
+    ),
+    "adam given an sgd state": (
+        lambda: optim.adam(0.1).update(_p(), optim.sgd(0.1).init(_p()), _p()),
+        TypeError,
+        "state",
+    ),
+    "chain given an adam state": (
+        lambda: optim.chain(optim.sgd(0.1)).update(
+            _p(), optim.adam(0.1).init(_p()), _p()
+        ),
+        TypeError,
+        "state",
+    ),
+    "gradient of the wrong shape": (
+        lambda: optim.adam(0.1).update(
+            {"w": jnp.ones(4)}, optim.adam(0.1).init(_p()), _p()
+        ),
+        ValueError,
+        r"grads leaf \['w'\]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CATALOGUE))
+def test_catalogue_of_bad_inputs(case):
+    call, error, argument = CATALOGUE[case]
+    with pytest.raises(error, match=argument):
+        call()

@@ -233,3 +233,138 @@ def test_bad_transform_arguments_raise_with_the_value(make, bad):
         make(bad)
     with pytest.raises(ValueError, match="argument 1 must be an Optimizer"):
         optim.chain(optim.sgd(0.1), "sgd")
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (optim.clip_by_value, "max_delta"),
+        (optim.clip_by_global_norm, "max_norm"),
+        (optim.add_decayed_weights, "weight_decay"),
+        (optim.scale_by_learning_rate, "learning_rate"),
+    ],
+)
+def test_transforms_refuse_non_finite_arguments(make, name, bad):
+    with pytest.raises(ValueError, match=name):
+        make(bad)
+
+
+def test_scale_by_learning_rate_checks_a_schedule_at_zero():
+    with pytest.raises(ValueError, match=r"learning_rate.*count 0.*-0\.5"):
+        optim.scale_by_learning_rate(lambda c: jnp.full((), -0.5, jnp.float32))
+
+
+@pytest.mark.parametrize("convert", [np.float32, jnp.float32, np.asarray])
+def test_transforms_accept_numpy_and_jax_scalars(convert):
+    params, grads = _params(), _grads()
+    for make, value in [
+        (optim.clip_by_value, 1.5),
+        (optim.clip_by_global_norm, 2.0),
+        (optim.add_decayed_weights, 0.1),
+        (optim.scale_by_learning_rate, 0.1),
+    ]:
+        ref = make(value)
+        opt = make(convert(value))
+        chex.assert_trees_all_equal(
+            opt.update(grads, opt.init(params), params),
+            ref.update(grads, ref.init(params), params),
+        )
+
+
+def test_traced_clip_norm_and_decay_under_jit():
+    params, grads = _params(), _grads()
+
+    def run(max_norm, wd):
+        opt = optim.chain(
+            optim.add_decayed_weights(wd), optim.clip_by_global_norm(max_norm)
+        )
+        return opt.update(grads, opt.init(params), params)[0]
+
+    chex.assert_trees_all_close(jax.jit(run)(2.0, 0.1), run(2.0, 0.1), rtol=1e-6)
+
+
+def test_global_norm_of_float16_leaves_does_not_overflow():
+    # sum of squares = 1000 * 300^2 = 9e7 > 65504, the largest float16.
+    grads = {"w": jnp.full(1000, 300.0, jnp.float16)}
+    norm = optim.global_norm(grads)
+    assert norm.dtype == jnp.float32
+    np.testing.assert_allclose(norm, 300.0 * np.sqrt(1000.0), rtol=1e-3)
+    opt = optim.clip_by_global_norm(1.0)
+    updates, _ = opt.update(grads, opt.init(grads))
+    assert updates["w"].dtype == jnp.float16
+    np.testing.assert_allclose(
+        np.asarray(updates["w"], np.float32), 1 / np.sqrt(1000.0), rtol=1e-2
+    )
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.clip_by_value(1.0),
+        lambda: optim.clip_by_global_norm(1.0),
+        lambda: optim.add_decayed_weights(0.1),
+        lambda: optim.freeze(optim.weights_only_mask),
+        lambda: optim.scale_by_learning_rate(0.1),
+        lambda: optim.chain(optim.sgd(0.1)),
+        lambda: optim.masked(optim.sgd(0.1), optim.weights_only_mask),
+        lambda: optim.partition(
+            {"s": optim.sgd(0.1)}, lambda p: [{"W": "s", "b": "s"} for _ in p]
+        ),
+        lambda: optim.skip_if_nonfinite(optim.sgd(0.1)),
+        lambda: optim.reduce_on_plateau(),
+    ],
+)
+def test_transforms_refuse_a_state_from_another_optimizer(make):
+    params, grads = _params(), _grads()
+    opt = make()
+    foreign = optim.adam(0.1).init(params)
+    with pytest.raises(TypeError, match=r"got a state made by adam"):
+        opt.update(grads, foreign, params)
+    # Its own state works.
+    opt.update(grads, opt.init(params), params)
+
+
+def test_stateless_transforms_accept_an_empty_tuple():
+    params, grads = _params(), _grads()
+    updates, state = optim.clip_by_value(1.0).update(grads, (), params)
+    assert state == ()
+
+
+def test_partition_refuses_the_state_of_another_partition():
+    params, grads = _params(), _grads()
+    labels = [{"W": "w", "b": "b"}, {"W": "w", "b": "b"}]
+    a = optim.partition({"w": optim.sgd(0.1), "b": optim.sgd(0.1)}, labels)
+    b = optim.partition({"w": optim.sgd(0.1), "x": optim.sgd(0.1)}, labels)
+    with pytest.raises(TypeError, match="another partition"):
+        b.update(grads, a.init(params), params)
+
+
+def test_chain_names_the_state_it_got():
+    params, grads = _params(), _grads()
+    opt = optim.chain(optim.clip_by_value(1.0), optim.sgd(0.1))
+    with pytest.raises(TypeError, match=r"chain\.update got a state made by sgd"):
+        opt.update(grads, optim.sgd(0.1).init(params), params)
+    with pytest.raises(ValueError, match="tuple of 2 states, got a tuple of 1"):
+        opt.update(grads, (optim.sgd(0.1).init(params),), params)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.clip_by_value(1.0),
+        lambda: optim.clip_by_global_norm(1.0),
+        lambda: optim.add_decayed_weights(0.1),
+        lambda: optim.scale_by_learning_rate(0.1),
+        lambda: optim.masked(optim.adam(0.1), optim.weights_only_mask),
+    ],
+)
+def test_transforms_refuse_gradients_of_the_wrong_shape(make):
+    params, grads = _params(), _grads()
+    grads[1]["b"] = jnp.ones(3)
+    opt = make()
+    with pytest.raises(ValueError, match=r"\[1\]\['b'\] has shape \(3,\).*\(1,\)"):
+        opt.update(grads, opt.init(params), params)

@@ -233,6 +233,135 @@ def test_bad_value_appears_in_message():
         schedules.exponential_decay(0.1, -3.0)
 
 
+# --- learning-rate values: finite and >= 0; NumPy, JAX and traced scalars ---------
+
+NAN, INF = float("nan"), float("inf")
+
+# factory, keyword arguments of a valid schedule, the value arguments (rates)
+RATE_ARGUMENTS = [
+    (schedules.constant_schedule, {"value": 0.1}, ["value"]),
+    (
+        schedules.inverse_time_decay,
+        {"init_value": 0.1, "decay_rate": 0.5},
+        ["init_value"],
+    ),
+    (
+        schedules.exponential_decay,
+        {"init_value": 0.1, "decay_rate": 0.5},
+        ["init_value"],
+    ),
+    (schedules.inverse_sqrt_decay, {"init_value": 0.1, "k": 0.5}, ["init_value"]),
+    (
+        schedules.linear_schedule,
+        {"init_value": 0.1, "end_value": 0.01, "transition_steps": 10},
+        ["init_value", "end_value"],
+    ),
+    (
+        schedules.polynomial_schedule,
+        {"init_value": 0.1, "end_value": 0.0, "power": 2.0, "transition_steps": 10},
+        ["init_value", "end_value"],
+    ),
+    (schedules.piecewise_constant_schedule, {"init_value": 0.1}, ["init_value"]),
+    (
+        schedules.cosine_decay_schedule,
+        {"init_value": 0.1, "decay_steps": 10},
+        ["init_value"],
+    ),
+    (
+        schedules.linear_warmup,
+        {"peak_value": 0.1, "warmup_steps": 10},
+        ["peak_value", "init_value"],
+    ),
+    (schedules.one_cycle, {"transition_steps": 100, "peak_value": 0.1}, ["peak_value"]),
+    (
+        schedules.sgdr,
+        {"init_value": 0.1, "period": 10},
+        ["init_value", "min_value"],
+    ),
+]
+
+
+@pytest.mark.parametrize("bad", [-1.0, NAN, INF, np.float32(-0.5), jnp.float32(-0.5)])
+@pytest.mark.parametrize(
+    "factory, kwargs, names", RATE_ARGUMENTS, ids=lambda x: getattr(x, "__name__", "")
+)
+def test_schedule_values_must_be_finite_and_nonnegative(factory, kwargs, names, bad):
+    for name in names:
+        with pytest.raises(ValueError, match=name):
+            factory(**{**kwargs, name: bad})
+
+
+def test_negative_peaks_of_the_issue_are_refused():
+    with pytest.raises(ValueError, match=r"init_value must be .*>= 0.*-1\.0"):
+        schedules.cosine_decay_schedule(-1.0, 100)
+    with pytest.raises(ValueError, match=r"peak_value.*-0\.1"):
+        schedules.one_cycle(100, -0.1)
+    with pytest.raises(ValueError, match=r"schedule\(0\).*-0\.5"):
+        schedules.warmup(lambda count: jnp.full((), -0.5, jnp.float32), 5)
+    with pytest.raises(ValueError, match=r"boundaries_and_scales\[3\].*nan"):
+        schedules.piecewise_constant_schedule(0.1, {3: NAN})
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, names", RATE_ARGUMENTS, ids=lambda x: getattr(x, "__name__", "")
+)
+def test_schedule_values_accept_numpy_and_jax_scalars(factory, kwargs, names):
+    reference = evaluate(factory(**kwargs), np.arange(0, 30))
+    for convert in (np.float32, jnp.float32, np.asarray):
+        converted = {
+            k: convert(v) if k in names and k in kwargs else v
+            for k, v in kwargs.items()
+        }
+        np.testing.assert_allclose(
+            evaluate(factory(**converted), np.arange(0, 30)), reference, rtol=1e-6
+        )
+
+
+def test_integer_arguments_accept_numpy_integers():
+    a = schedules.cosine_decay_schedule(0.1, np.int64(10))
+    b = schedules.cosine_decay_schedule(0.1, 10)
+    np.testing.assert_array_equal(evaluate(a, range(12)), evaluate(b, range(12)))
+    with pytest.raises(ValueError, match="decay_steps must be an integer"):
+        schedules.cosine_decay_schedule(0.1, 10.0)
+
+
+@pytest.mark.parametrize(
+    "factory, kwargs, names", RATE_ARGUMENTS, ids=lambda x: getattr(x, "__name__", "")
+)
+def test_traced_schedule_values_under_jit(factory, kwargs, names):
+    steps = jnp.arange(0, 30, dtype=jnp.int32)
+    reference = jax.vmap(factory(**kwargs))(steps)
+
+    @jax.jit
+    def traced(values):
+        return jax.vmap(factory(**{**kwargs, **values}))(steps)
+
+    values = {k: kwargs[k] for k in names if k in kwargs}
+    out = traced(values)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-9)
+
+
+def test_shape_arguments_must_be_concrete():
+    with pytest.raises(ValueError, match="pct_start must be a concrete number"):
+        jax.jit(lambda pct: schedules.one_cycle(100, 0.1, pct)(0))(0.3)
+    with pytest.raises(ValueError, match="period_mult must be a concrete number"):
+        jax.jit(lambda m: schedules.sgdr(0.1, 10, m)(0))(2.0)
+
+
+def test_one_shared_scalar_check():
+    # The schedules, the optimizers and reduce_on_plateau word their errors alike.
+    messages = []
+    for call in (
+        lambda: schedules.constant_schedule(-1.0),
+        lambda: reduce_on_plateau(min_delta=-1.0),
+    ):
+        with pytest.raises(ValueError) as info:
+            call()
+        messages.append(str(info.value).split(" ", 1)[1])
+    assert messages[0] == messages[1] == "must be a finite number >= 0, got -1.0."
+
+
 # --- reduce on plateau ------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fnn
+
 pytest.importorskip("matplotlib")
 import matplotlib  # noqa: E402
 
@@ -90,16 +92,43 @@ def test_xor_init_failures(tmp_path):
     assert n <= 1
 
 
-def test_gradcheck_exit_status(tmp_path, capsys):
+def test_gradcheck_covers_every_activation_and_block(tmp_path, capsys):
     assert gradcheck.main(["--quick", "--no-figure", "--out", str(tmp_path)]) == 0
-    assert (
-        gradcheck.main(
-            ["--quick", "--plant-bug", "--no-figure", "--out", str(tmp_path)]
-        )
-        == 1
+    out = capsys.readouterr().out
+    mlp_rows = (tmp_path / "gradcheck.md").read_text()
+    block_rows = (tmp_path / "gradcheck_blocks.md").read_text()
+    for name in fnn.activations.names():
+        assert f"| {name} |" in mlp_rows, name
+    for name in fnn.nn._spec._BUILTIN:  # every block constructor of fnn.nn
+        assert f"| {name}(" in block_rows, name
+        assert f"\n{name}(" in out, name  # its check_block table is printed
+    for table in (mlp_rows, block_rows):
+        lines = table.strip().splitlines()[2:]
+        assert lines and all(line.endswith("| True |") for line in lines), table
+    assert "FAILED" not in out and "WRONG" not in out and "suspect" not in out
+    n_rows = len(fnn.activations.names())
+    assert f"{n_rows}/{n_rows} rows agree" in out
+    assert "blocks agree" in out
+
+
+def test_gradcheck_planted_bug_fails(tmp_path, capsys, monkeypatch):
+    """The wrong tanh derivative fails its MLP row and the tanh Dense block's
+    check (the grid and the block list cut down to the affected cases)."""
+    monkeypatch.setattr(gradcheck, "ACTIVATIONS", ("tanh", "relu"))
+    cases = gradcheck.blocks
+    monkeypatch.setattr(
+        gradcheck,
+        "blocks",
+        lambda quick, plant_bug: [
+            c for c in cases(quick, plant_bug) if c[0].name.startswith("Dense(")
+        ],
     )
+    argv = ["--quick", "--plant-bug", "--no-figure", "--out", str(tmp_path)]
+    assert gradcheck.main(argv) == 1
     out = capsys.readouterr().out
     assert "(bug)" in out
+    assert "Dense(4, tanh(buggy)): FAILED" in out
+    assert "1/2 rows agree" in out and "0/1 blocks agree" in out
 
 
 def test_activations_and_unstable_gradients(tmp_path):

@@ -326,3 +326,75 @@ def test_bad_hyperparameters_raise(factory, kwargs, match):
 def test_init_rejects_integer_leaves():
     with pytest.raises(ValueError, match="inexact"):
         bfgs().init({"w": jnp.zeros(3, jnp.int32)})
+
+
+@pytest.mark.parametrize("name", list(SECOND_ORDER))
+def test_state_from_another_optimizer_raises(name):
+    opt = SECOND_ORDER[name]()
+    params = {"x": jnp.asarray(-1.2), "y": jnp.asarray(1.0)}
+    value, grads = jax.value_and_grad(rosenbrock)(params)
+    other = newton() if name != "newton" else bfgs()
+    foreign = other.init(params)
+    owner = "newton" if name != "newton" else "bfgs"
+    with pytest.raises(TypeError, match=rf"got a state made by {owner}"):
+        opt.update(grads, foreign, params, value=value, grad=grads, value_fn=rosenbrock)
+
+
+@pytest.mark.parametrize("name", list(SECOND_ORDER))
+def test_gradient_of_the_wrong_shape_names_the_key_path(name):
+    opt = SECOND_ORDER[name]()
+    params = {"x": jnp.zeros(2), "y": jnp.asarray(1.0)}
+    grads = {"x": jnp.zeros(3), "y": jnp.asarray(1.0)}
+    with pytest.raises(ValueError, match=r"\['x'\] has shape \(3,\).*\(2,\)"):
+        opt.update(
+            grads,
+            opt.init(params),
+            params,
+            value=0.0,
+            value_fn=lambda p: jnp.sum(p["x"] ** 2) + p["y"] ** 2,
+        )
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: newton(damping=float("nan")), "damping"),
+        (lambda: newton(damping=np.float32(-1.0)), "damping"),
+        (lambda: bfgs(c1=float("nan")), "c1"),
+        (lambda: lbfgs(memory_size=np.int64(0)), "memory_size"),
+        (lambda: minimize(rosenbrock, {"x": jnp.zeros(())}, bfgs(), tol=-1.0), "tol"),
+    ],
+)
+def test_bad_scalars_raise_naming_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def test_numpy_and_jax_scalars_are_accepted():
+    assert isinstance(lbfgs(memory_size=np.int64(3)), Optimizer)
+    assert isinstance(newton(damping=jnp.float32(0.5)), Optimizer)
+    assert isinstance(conjugate_gradient(restart=np.int32(4)), Optimizer)
+
+
+@pytest.mark.slow  # test_optim_precision covers each factory in both dtypes
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_sixteen_bit_parameters_work_in_float32(dtype):
+    # A bfloat16 Hessian cannot even be solved (no LAPACK routine); the flat
+    # vector, the state and the line search are float32, the updates 16-bit.
+    params = {"x": jnp.asarray(-1.2, dtype), "y": jnp.asarray(1.0, dtype)}
+    for name, make in SECOND_ORDER.items():
+        opt = make()
+        state = opt.init(params)
+        for leaf in jax.tree.leaves(state):
+            assert not jnp.issubdtype(leaf.dtype, jnp.floating) or leaf.dtype == (
+                jnp.float32
+            ), name
+        value, grads = jax.value_and_grad(rosenbrock)(params)
+        updates, state = jax.jit(
+            lambda g, s, p, v, opt=opt: opt.update(
+                g, s, p, value=v, grad=g, value_fn=rosenbrock
+            )
+        )(grads, state, params, value)
+        assert updates["x"].dtype == jnp.dtype(dtype), name
+        new = apply_updates(params, updates)
+        assert float(rosenbrock(new)) <= float(value), name

@@ -38,6 +38,10 @@ FAST = [
 ]
 
 
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_digits_run_writes_checkpoint_metrics_plot_summary(train, tmp_path, capsys):
     summary = train(["--epochs", "3", "--out", str(tmp_path), *FAST])
     out = capsys.readouterr().out
@@ -50,8 +54,8 @@ def test_digits_run_writes_checkpoint_metrics_plot_summary(train, tmp_path, caps
         "curves.png",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
-    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+    lines = _lines(tmp_path / "metrics.jsonl")
+    assert [line["epoch"] for line in lines] == [1, 2, 3]  # counted from 1
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert summary["parameters"] == 64 * 32 + 32 + 32 * 10 + 10
     assert 0.5 < summary["test_accuracy"] <= 1.0
@@ -59,21 +63,136 @@ def test_digits_run_writes_checkpoint_metrics_plot_summary(train, tmp_path, caps
     assert (
         meta["sizes"] == [64, 32, 10] and meta["accuracy"] == summary["test_accuracy"]
     )
+    # The best epoch is the same number in the metrics, the summary, the model's
+    # metadata and the printed line.
+    best = min(lines, key=lambda line: line["dev_loss"])["epoch"]
+    assert summary["best_epoch"] == meta["best_epoch"] == best
+    assert f"best epoch {best} of 3 run" in out
 
 
-def test_resume_reproduces_the_uninterrupted_run(train, tmp_path):
+def _same_checkpoints(a_path, b_path):
+    a, b = fnn.checkpoint.load(a_path), fnn.checkpoint.load(b_path)
+    assert a.keys() == b.keys()
+    for k in a:
+        if "['seconds']" not in k:  # wall-clock times differ
+            np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
+
+
+def _without_seconds(lines):
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+def test_resume_reproduces_the_uninterrupted_run(train, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a default --out would land in tmp_path/runs
     straight, first = tmp_path / "straight", tmp_path / "first"
     train(["--epochs", "4", "--out", str(straight), *FAST])
     train(["--epochs", "2", "--out", str(first), *FAST])
-    # The same run continued: the saved configuration, a longer --epochs.
-    train(["--epochs", "4", "--resume", str(first), "--out", str(first)])
-    a = fnn.checkpoint.load(straight / "checkpoint.fnn")
-    b = fnn.checkpoint.load(first / "checkpoint.fnn")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]), err_msg=k)
-    lines = (first / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2, 3]
+    # The same run continued in its own folder: the saved configuration, a
+    # longer --epochs, a flag given with its saved value.
+    train(["--epochs", "4", "--resume", str(first), "--hidden", "32"])
+    assert not (tmp_path / "runs").exists()
+    _same_checkpoints(straight / "checkpoint.fnn", first / "checkpoint.fnn")
+    assert _without_seconds(_lines(first / "metrics.jsonl")) == _without_seconds(
+        _lines(straight / "metrics.jsonl")
+    )
+    # Flags that contradict the saved configuration are refused, each named
+    # with its value and the saved one.
+    for flags, named in [
+        (["--hidden", "64"], ["--hidden 64", "saved: 32"]),
+        (["--lr", "0.5", "--optimizer", "sgd"], ["--lr 0.5", "--optimizer sgd"]),
+        (["--dataset", "moons"], ["--dataset moons", "saved: digits"]),
+        (["--patience", "3"], ["--patience 3", "saved: 0"]),
+        (["--epochs", "3"], ["--epochs 3", "4 epochs"]),
+    ]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            train(["--resume", str(straight), *flags])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and "Traceback" not in err, flags
+        assert err.startswith("train.py: error: ") and len(err.splitlines()) == 1
+        assert all(text in err for text in named), (flags, err)
+
+
+def test_resume_with_early_stopping_is_exact(train, tmp_path, monkeypatch):
+    """Interrupted while patience is counting, resumed: same epochs, same best
+    epoch, bit-identical model (the best dev loss, its parameters and the
+    patience counter are in the checkpoint)."""
+    config = ["--hidden", "32", "--batch-size", "64", "--no-progress"]
+    config += ["--lr", "0.05", "--patience", "2", "--epochs", "20"]
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    summary = train([*config, "--out", str(straight)])
+    lines = _lines(straight / "metrics.jsonl")
+    assert summary["epochs_run"] < 20  # early stopping did stop the run
+    # Interrupt right after an epoch that did not improve the dev loss, so that
+    # the patience counter and the best dev loss so far matter.
+    losses = [line["dev_loss"] for line in lines]
+    k = next(
+        i + 1
+        for i in range(summary["epochs_run"] - 2, 0, -1)
+        if losses[i] > min(losses[:i])
+    )
+    real_save = fnn.checkpoint.save
+
+    def save_then_stop(path, tree, **kw):
+        real_save(path, tree, **kw)
+        if Path(path).name == "checkpoint.fnn" and tree.epoch == k:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fnn.checkpoint, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train([*config, "--out", str(cut)])
+    monkeypatch.setattr(fnn.checkpoint, "save", real_save)
+    assert len(_lines(cut / "metrics.jsonl")) == k
+    resumed = train(["--resume", str(cut), "--no-progress"])
+    for key in ("best_epoch", "epochs_run", "test_loss", "test_accuracy"):
+        assert resumed[key] == summary[key], key
+    _same_checkpoints(straight / "model.fnn", cut / "model.fnn")
+    _same_checkpoints(straight / "checkpoint.fnn", cut / "checkpoint.fnn")
+    assert _without_seconds(_lines(cut / "metrics.jsonl")) == _without_seconds(lines)
+    # A run that stopped early stays stopped, even with more --epochs.
+    again = train(["--resume", str(straight), "--epochs", "30", "--no-progress"])
+    assert again["epochs_run"] == summary["epochs_run"]
+    _same_checkpoints(straight / "model.fnn", cut / "model.fnn")
+
+
+@pytest.mark.parametrize(
+    ("flags", "flag"),
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--epochs", "2.5"], "--epochs"),
+        (["--patience", "-1"], "--patience"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--lr", "-1"], "--lr"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--hidden", "32", "0"], "--hidden"),
+        (["--dropout", "1.0"], "--dropout"),
+        (["--dropout", "-0.1"], "--dropout"),
+        (["--dropout", "0.1", "0.2"], "--dropout"),  # 2 rates for 3 layers
+        (["--momentum", "1"], "--momentum"),
+        (["--weight-decay", "nan"], "--weight-decay"),
+        (["--l1", "-1"], "--l1"),
+        (["--l2", "inf"], "--l2"),
+        (["--clip", "0"], "--clip"),
+        (["--seed", "-1"], "--seed"),
+        (["--activation", "relux"], "--activation"),
+        (["--init", "he"], "--init"),
+        (["--dataset", "mnist"], "--data-dir"),
+        (["--resume", "no/such/run"], "--resume"),
+    ],
+)
+def test_bad_flags_exit_with_one_line_naming_the_flag(
+    train, tmp_path, capsys, flags, flag
+):
+    with pytest.raises(SystemExit) as exit_info:
+        train([*flags, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert flag in err and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("train.py: error: ")
+    assert not (tmp_path / "run" / "checkpoint.fnn").exists()  # nothing trained
 
 
 @pytest.mark.parametrize(
@@ -100,11 +219,12 @@ def test_other_datasets(train, tmp_path, dataset, key):
         assert summary["test_accuracy"] is None
 
 
-def test_mnist_needs_a_folder(train, tmp_path):
-    with pytest.raises(SystemExit, match="needs --data-dir"):
-        train(["--dataset", "mnist", "--out", str(tmp_path)])
-    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+def test_mnist_needs_a_folder(train, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         train(
             ["--dataset", "mnist", "--data-dir", str(tmp_path), "--out", str(tmp_path)]
         )
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "train.py: error: " in err and "train-images-idx3-ubyte" in err
     assert jax.devices()  # the process is still usable

@@ -41,6 +41,8 @@ from ._spec import builtin
 def _pair(value, name):
     if isinstance(value, int) and not isinstance(value, bool):
         value = (value, value)
+    if isinstance(value, list):  # a pair read back from JSON (a block spec)
+        value = tuple(value)
     if (
         not isinstance(value, tuple)
         or len(value) != 2

@@ -81,6 +81,11 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Block:
 
     Evaluation: y = γ (x − running_mean)/√(running_var + ε) + β.
 
+    Training needs at least two values per feature (m ≥ 2 rows for ``(m, C)``):
+    a single row has σ²_B = 0 and x̂ = 0, so y = β and nothing else trains; such
+    a batch raises :class:`ShapeError` (from the static shape, also under jit).
+    Evaluation accepts one row.
+
     ``momentum`` is the weight of the **old** average (Keras' convention, default
     0.9 here, 0.99 there). PyTorch's ``momentum=0.1`` is the weight of the new
     batch, so PyTorch 0.1 is fnn 0.9. PyTorch also stores the unbiased variance
@@ -116,6 +121,14 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Block:
                 f"expected input (m, ..., {gamma.shape[0]}), got {x.shape}"
             )
         axes = tuple(range(x.ndim - 1))
+        if train and math.prod(x.shape[:-1]) < 2:
+            raise ShapeError(
+                f"BatchNorm in training mode needs at least 2 values per feature "
+                f"for its batch statistics, got input {x.shape}: one row "
+                "normalises to 0 and returns beta, so nothing would train. Use "
+                "batches of at least 2 rows, or evaluation mode (train=False) "
+                "for a single example."
+            )
         if train:
             x_hat, mu, var, inv_s = _standardise(x, axes, eps)
             new_state = {

@@ -13,16 +13,33 @@ Invariants:
     count (int32) lives inside it, so ``(params, state)`` is enough to resume.
   * ``jax.eval_shape(opt.update, grads, state, params)[1]`` has the same avals as
     ``state``: a jitted step traces once.
+  * per-parameter state leaves (moments, accumulators, velocities) are kept in the
+    parameter's *accumulation dtype* (:func:`accumulation_dtype`): float32 for
+    bfloat16, float16 and narrower floats, the parameter's own dtype otherwise;
+    updates come back in the gradients' dtype.
+  * factories check their hyperparameters up front with one helper,
+    :func:`check_scalar`: Python numbers, NumPy scalars and 0-d JAX arrays are
+    accepted, must be finite and in range (learning rates ``>= 0``; a schedule is
+    evaluated at count 0 on the host and its value checked), and are stored as
+    Python numbers, so an array hyperparameter gives the same bits as the Python
+    number. A traced value (a hyperparameter passed into ``jit``) cannot be
+    checked and is used as given.
+  * ``update`` checks, at trace time only, that ``state`` was made by the same
+    optimizer (``TypeError`` naming the optimizer that made it) and that the
+    gradients have the structure and leaf shapes of the parameters
+    (``ValueError`` naming the key path and both shapes).
 
 The names follow optax's (``learning_rate``, ``b1``, ``b2``, ``eps``, ...) so that
 code moves between the two libraries.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._tree import check_inexact_leaves, check_same_structure
 
@@ -31,7 +48,12 @@ Params = PyTree
 Updates = PyTree
 State = PyTree
 Schedule = Callable[[jax.Array], jax.Array]
-ScalarOrSchedule = float | Schedule
+Scalar = float | jax.typing.ArrayLike
+ScalarOrSchedule = Scalar | Schedule
+
+#: Floating dtypes narrower than this are accumulated (moments, bias corrections,
+#: curvature histories) in it; their updates are cast back to the gradient dtype.
+ACCUMULATION_DTYPE = jnp.float32
 
 
 class Optimizer(NamedTuple):
@@ -79,19 +101,217 @@ def check_like(reference: PyTree, other: PyTree | None, what: str, like: str) ->
         check_same_structure(reference, other, what, like)
 
 
-def check_nonnegative(name: str, value: Any) -> None:
-    """Validate a scalar hyperparameter up front: a number ``>= 0`` (or a schedule)."""
-    if callable(value):
-        return
-    if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}.")
+def accumulation_dtype(dtype: Any) -> np.dtype:
+    """The dtype an optimizer keeps its state and does its arithmetic in for a
+    parameter of ``dtype``: float32 for floating dtypes narrower than 32 bits
+    (bfloat16, float16, float8), ``dtype`` itself otherwise.
+
+    bfloat16 rounds 0.999 to 1.0 (so ``1 - b2**t = 0``) and float16 flushes 1e-8 to
+    zero: moments and bias corrections in such a dtype give NaN or infinity on the
+    first step. optax's ``mu_dtype`` and PyTorch's autocast keep them in float32.
+    """
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+        return jnp.dtype(ACCUMULATION_DTYPE)
+    return dtype
 
 
-def check_unit_interval(name: str, value: Any) -> None:
-    """Validate a decay rate: a number in ``[0, 1)``."""
-    if (
-        not isinstance(value, int | float)
-        or isinstance(value, bool)
-        or not 0 <= value < 1
-    ):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
+def is_traced(value: Any) -> bool:
+    """Whether ``value`` is a JAX tracer (an abstract value under ``jit``, ``grad``,
+    ``vmap``...): such values cannot be checked on the host."""
+    return isinstance(value, jax.core.Tracer)
+
+
+def _interval(lo, hi, lo_open, hi_open) -> str:
+    if hi is None:
+        return f"> {lo}" if lo_open else f">= {lo}"
+    if lo is None:
+        return f"< {hi}" if hi_open else f"<= {hi}"
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    return f"in {left}{lo}, {hi}{right}"
+
+
+def check_scalar(
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    integer: bool = False,
+    concrete: bool = False,
+) -> Any:
+    """Validate a scalar hyperparameter up front and return it as a Python number.
+
+    Accepted: Python ``int``/``float`` (not ``bool``), NumPy scalars and 0-d
+    arrays (``np.float32(1e-3)``) and 0-d JAX arrays (``jnp.float32(1e-3)``) of a
+    real dtype (an integer dtype when ``integer``). A concrete value must be
+    finite and lie in the interval given by ``lo``/``hi`` (``lo_open``/``hi_open``
+    exclude the end points); it is returned as a Python ``float`` (``int`` when
+    ``integer``), so an array hyperparameter gives results identical to the
+    Python number.
+
+    A JAX tracer (the hyperparameter is an argument of a jitted function) cannot
+    be checked on the host: it is returned unchanged, unless ``integer`` or
+    ``concrete`` says that the value fixes the structure of the computation (a
+    number of steps, a phase boundary), in which case it is refused.
+
+    Raises:
+      ValueError: naming ``name`` and showing the value.
+    """
+    if is_traced(value):
+        if integer or concrete:
+            raise ValueError(
+                f"{name} must be a concrete number known when the function is "
+                f"built (it fixes the structure of the computation), got the traced "
+                f"value {value!r}; pass it as a Python number or a static argument."
+            )
+        return value
+    kind = "an integer" if integer else "a finite number"
+    if isinstance(value, bool | np.bool_) or isinstance(value, str | bytes):
+        raise ValueError(f"{name} must be {kind}, got {value!r}.")
+    if isinstance(value, int | float):
+        number = value
+    elif isinstance(value, np.generic | np.ndarray | jax.Array):
+        dtype = np.dtype(value.dtype)
+        if np.shape(value) != ():
+            raise ValueError(
+                f"{name} must be a scalar, got an array of shape {np.shape(value)}."
+            )
+        real = jnp.issubdtype(dtype, jnp.integer) or (
+            not integer and jnp.issubdtype(dtype, jnp.floating)
+        )
+        if not real:
+            raise ValueError(f"{name} must be {kind}, got {value!r} of dtype {dtype}.")
+        number = int(value) if jnp.issubdtype(dtype, jnp.integer) else float(value)
+    else:
+        raise ValueError(f"{name} must be {kind}, got {value!r}.")
+    if integer and not isinstance(number, int):
+        raise ValueError(f"{name} must be {kind}, got {value!r}.")
+    if not integer:
+        number = float(number)
+        if not math.isfinite(number):
+            raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    bad = (lo is not None and (number <= lo if lo_open else number < lo)) or (
+        hi is not None and (number >= hi if hi_open else number > hi)
+    )
+    if bad:
+        raise ValueError(
+            f"{name} must be {kind} {_interval(lo, hi, lo_open, hi_open)}, "
+            f"got {value!r}."
+        )
+    return number
+
+
+def check_nonnegative(name: str, value: Any) -> Any:
+    """A finite number ``>= 0`` (see :func:`check_scalar`)."""
+    return check_scalar(name, value, lo=0)
+
+
+def check_unit_interval(name: str, value: Any) -> Any:
+    """A decay rate: a number in ``[0, 1)`` (see :func:`check_scalar`)."""
+    return check_scalar(name, value, lo=0, hi=1, hi_open=True)
+
+
+def check_learning_rate(
+    learning_rate: Any, name: str = "learning_rate"
+) -> ScalarOrSchedule:
+    """Validate a learning rate: a finite number ``>= 0`` or a schedule.
+
+    A schedule is evaluated once, on the host, at count 0 (the rate of the first
+    update); when that value is concrete it must be a finite scalar ``>= 0``
+    (a schedule built on traced values is passed through unchecked). Numbers are
+    returned as Python floats (see :func:`check_scalar`), schedules unchanged.
+
+    Raises:
+      ValueError: naming ``name`` and showing the bad value.
+    """
+    if not callable(learning_rate):
+        return check_scalar(name, learning_rate, lo=0)
+    with jax.ensure_compile_time_eval():
+        first = learning_rate(jnp.zeros([], jnp.int32))
+    if is_traced(first):
+        return learning_rate
+    if np.shape(first) != ():
+        raise ValueError(
+            f"{name} is a schedule whose value at count 0 has shape "
+            f"{np.shape(first)}; a schedule must return a scalar."
+        )
+    check_scalar(f"{name} (a schedule) at count 0", first, lo=0)
+    return learning_rate
+
+
+# --------------------------------------------------------------------------
+# Which optimizer a state belongs to.
+# --------------------------------------------------------------------------
+
+_STATE_OWNERS: dict[type, str] = {}
+
+
+def register_state(state_type: type, owner: str) -> None:
+    """Record that states of ``state_type`` are made by ``owner`` (for messages)."""
+    _STATE_OWNERS[state_type] = owner
+
+
+def state_owner(state: Any) -> str:
+    """A phrase naming the optimizer that made ``state``, for error messages."""
+    owner = _STATE_OWNERS.get(type(state))
+    if owner is not None:
+        return f"{owner} (a {type(state).__name__})"
+    if state is None:
+        return "no optimizer (None)"
+    if type(state) is tuple:
+        return f"chain (a tuple of {len(state)} states)"
+    if isinstance(state, dict):
+        return (
+            "no optimizer: a dict (a checkpoint loaded without a template? pass "
+            "like=optimizer.init(params) to checkpoint.load)"
+        )
+    return f"an unknown optimizer (a {type(state).__name__})"
+
+
+def check_state(
+    state: Any,
+    state_type: type,
+    name: str,
+    *,
+    present: tuple[str, ...] = (),
+    absent: tuple[str, ...] = (),
+    hint: str = "",
+    call: str = "update",
+) -> None:
+    """Raise ``TypeError`` unless ``state`` is a ``state_type`` made by ``name``.
+
+    Args:
+      state: the state given to ``name.update``.
+      state_type: the NamedTuple class ``name.init`` returns.
+      name: the optimizer, e.g. ``"adam"``.
+      present, absent: fields that must be set / ``None`` for this optimizer's
+        settings (e.g. ``velocity`` for SGD with momentum).
+      hint: the settings that decide those fields, for the message.
+      call: the function that got ``state`` (``update``, or ``observe``).
+    """
+    if type(state) is not state_type:
+        raise TypeError(
+            f"{name}.{call} got a state made by {state_owner(state)}, but it needs "
+            f"the {state_type.__name__} that {name}.init returns: pass the state "
+            f"that {name}.init (or the previous {name}.update) returned."
+        )
+    for field in present:
+        if getattr(state, field) is None:
+            raise TypeError(
+                f"{name}.{call} got a {state_type.__name__} whose {field} is None: "
+                f"it was made by {_STATE_OWNERS.get(state_type, name)} with other "
+                f"settings{hint}. Initialise the state with the optimizer that "
+                f"updates it."
+            )
+    for field in absent:
+        if getattr(state, field) is not None:
+            raise TypeError(
+                f"{name}.{call} got a {state_type.__name__} with a {field}: it was "
+                f"made by {_STATE_OWNERS.get(state_type, name)} with other "
+                f"settings{hint}. Initialise the state with the optimizer that "
+                f"updates it."
+            )

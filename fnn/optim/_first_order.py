@@ -10,11 +10,30 @@ All operations are element-wise on every leaf.
 Invariants:
   * each state is one NamedTuple with ``count`` (int32, number of updates taken),
     ``learning_rate`` (float32, the rate of the last update; before the first
-    update, the rate it will use) and per-parameter trees with the parameters'
-    dtypes, so ``jax.eval_shape`` of ``update`` returns the avals of ``init``;
-  * the arithmetic of a leaf is done in that leaf's dtype: float64 parameters get
-    float64 moments and a float64 learning rate (the float32 copy in the state is
-    for reading only).
+    update, the rate it will use) and per-parameter trees in the parameters'
+    *accumulation dtype*, so ``jax.eval_shape`` of ``update`` returns the avals
+    of ``init``;
+  * the accumulation dtype of a float32 or float64 leaf is its own dtype: float64
+    parameters get float64 moments and a float64 learning rate (the float32 copy
+    in the state is for reading only). For bfloat16, float16 (and narrower)
+    leaves it is float32: moments, accumulators, velocities and bias corrections
+    are kept and computed in float32 and only the update is rounded to the
+    gradient's dtype (as optax's ``mu_dtype`` and PyTorch's mixed precision do).
+    In bfloat16, ``b2 = 0.999`` rounds to 1 (``1 - b2^t = 0``) and in float16
+    ``eps = 1e-8`` rounds to 0, which would give NaN or infinity from the first
+    step;
+  * updates have the gradients' shapes and dtypes. With 16-bit parameters an
+    update smaller than half the parameter's ulp (``lr * g`` for plain SGD) is
+    rounded away by ``apply_updates``: bfloat16 has 8 significant bits, so a
+    parameter near 1 does not move for steps below about 0.004. Keep a float32
+    master copy of the parameters when this matters;
+  * hyperparameters (learning rates, decays, eps, weight decay) are Python
+    numbers, NumPy scalars or 0-d JAX arrays, checked up front (finite, in range;
+    a schedule is checked at count 0) with a ``ValueError`` naming the argument;
+    traced values (a jitted function's arguments) are accepted unchecked;
+  * ``update`` refuses (``TypeError``) a state made by another optimizer, and
+    gradients whose structure or leaf shapes differ from the parameters'
+    (``ValueError`` naming the key path).
 
 Conventions where the seeds (or libraries) differ, and what fnn does:
   * momentum: ``sgd`` uses the *velocity* form of seeds 001/003 (``v <- beta v -
@@ -38,11 +57,17 @@ import jax.numpy as jnp
 from ._base import (
     Optimizer,
     PyTree,
+    Scalar,
     ScalarOrSchedule,
+    accumulation_dtype,
+    check_learning_rate,
     check_nonnegative,
     check_params,
+    check_state,
     check_unit_interval,
+    is_traced,
     learning_rate_at,
+    register_state,
 )
 from ._transforms import (
     Mask,
@@ -51,8 +76,9 @@ from ._transforms import (
     raw_learning_rate,
     require_params,
     resolve_mask,
+    scaled_descent,
     zero_count,
-    zeros_like_strong,
+    zeros_for_state,
 )
 
 
@@ -62,11 +88,28 @@ def _check_bool(name: str, value: object) -> None:
 
 
 def _zeros(params: PyTree) -> PyTree:
-    return jax.tree.map(zeros_like_strong, params)
+    """Per-parameter state leaves: zeros in each leaf's accumulation dtype."""
+    return jax.tree.map(zeros_for_state, params)
 
 
 def _fill(params: PyTree, value: float) -> PyTree:
-    return jax.tree.map(lambda p: jnp.full(jnp.shape(p), value, p.dtype), params)
+    return jax.tree.map(
+        lambda p: jnp.full(jnp.shape(p), value, accumulation_dtype(p.dtype)), params
+    )
+
+
+def _positive(value) -> bool:
+    """``value > 0`` for a checked hyperparameter; a traced value counts as
+    positive (the state keeps the buffer it may need)."""
+    return is_traced(value) or value > 0
+
+
+def _fields_for(flags: dict[str, bool]) -> dict[str, tuple[str, ...]]:
+    """``check_state`` keywords: fields that must be set (True) or None (False)."""
+    return {
+        "present": tuple(k for k, v in flags.items() if v),
+        "absent": tuple(k for k, v in flags.items() if not v),
+    }
 
 
 def _step_number(count: jax.Array, like: jax.Array) -> jax.Array:
@@ -95,16 +138,19 @@ class SgdState(NamedTuple):
 
 def _velocity_step(v, d, lr, beta, nesterov):
     """``v' = beta v - lr d``; returns ``(u, v')`` with ``u = v'`` or, for
-    Nesterov, ``u = beta v' - lr d``."""
+    Nesterov, ``u = beta v' - lr d``. Computed in ``v``'s (accumulation) dtype;
+    ``u`` is returned in ``d``'s dtype."""
+    out_dtype = d.dtype
+    d = d.astype(v.dtype)
     beta = as_dtype_of(beta, d)
     lr = as_dtype_of(lr, d)
     v_new = beta * v - lr * d
     u = beta * v_new - lr * d if nesterov else v_new
-    return u, v_new
+    return u.astype(out_dtype), v_new
 
 
 def sgd(
-    learning_rate: ScalarOrSchedule, momentum: float = 0.0, nesterov: bool = False
+    learning_rate: ScalarOrSchedule, momentum: Scalar = 0.0, nesterov: bool = False
 ) -> Optimizer:
     """Stochastic gradient descent, with optional (Nesterov) momentum, velocity form.
 
@@ -138,9 +184,14 @@ def sgd(
     exactly as in the seed's equations (PyTorch's form ``v <- beta v + g``,
     ``u = -alpha v`` agrees only for a constant rate).
 
+    The velocity is kept in the accumulation dtype (float32 for 16-bit
+    parameters). Plain SGD forms ``alpha g`` in float32 and rounds it once to the
+    gradient's dtype; in pure bfloat16 a step below half a parameter's ulp
+    (about ``0.004 |theta|``) is rounded away when it is applied.
+
     Args:
-      learning_rate: a non-negative float (seed 003: ``alpha``; seed 001:
-        ``epsilon``) or a schedule ``count -> rate``.
+      learning_rate: a finite number ``>= 0`` (seed 003: ``alpha``; seed 001:
+        ``epsilon``) or a schedule ``count -> rate`` (checked at count 0).
       momentum: ``beta`` in ``[0, 1)`` (seed 001 calls it ``alpha``).
       nesterov: use Nesterov's look-ahead gradient.
 
@@ -152,10 +203,11 @@ def sgd(
       seed 001, SGD algorithm / SGD with momentum / SGD with Nesterov momentum;
       seed 003, Gradient descent algorithms, Algorithms 1-3.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("momentum", momentum)
+    learning_rate = check_learning_rate(learning_rate)
+    momentum = check_unit_interval("momentum", momentum)
     _check_bool("nesterov", nesterov)
-    use_velocity = momentum > 0
+    use_velocity = _positive(momentum)
+    expect = _fields_for({"velocity": use_velocity})
 
     def init(params):
         check_params(params)
@@ -164,6 +216,9 @@ def sgd(
         return SgdState(count, learning_rate_at(learning_rate, count), velocity)
 
     def update(grads, state, params=None, **extra):
+        check_state(
+            state, SgdState, "sgd", **expect, hint=" (momentum > 0 keeps a velocity)"
+        )
         check_grads(grads, params, state.velocity)
         lr = raw_learning_rate(learning_rate, state.count)
         if use_velocity:
@@ -175,7 +230,7 @@ def sgd(
             updates = jax.tree.map(lambda _, p: p[0], grads, pairs)
             velocity = jax.tree.map(lambda _, p: p[1], grads, pairs)
         else:
-            updates = jax.tree.map(lambda g: -as_dtype_of(lr, g) * g, grads)
+            updates = jax.tree.map(lambda g: scaled_descent(lr, g), grads)
             velocity = None
         lr32 = learning_rate_at(learning_rate, state.count)
         return updates, SgdState(state.count + 1, lr32, velocity)
@@ -192,7 +247,7 @@ class EmaMomentumState(NamedTuple):
     V: PyTree
 
 
-def ema_momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> Optimizer:
+def ema_momentum(learning_rate: ScalarOrSchedule, beta: Scalar = 0.9) -> Optimizer:
     """Gradient descent with momentum, exponential-moving-average form (seed 000).
 
     ::
@@ -207,8 +262,10 @@ def ema_momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> Optimize
     ``(1 - beta)``: with a constant rate, ``ema_momentum(alpha, beta)`` follows the
     same path as ``sgd(alpha * (1 - beta), momentum=beta)``. No bias correction.
 
+    ``V`` is kept in the accumulation dtype (float32 for 16-bit parameters).
+
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       beta: averaging rate in ``[0, 1)``.
 
     Returns:
@@ -217,8 +274,8 @@ def ema_momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> Optimize
     References:
       seed 000, section 6, Gradient descent with momentum.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("beta", beta)
+    learning_rate = check_learning_rate(learning_rate)
+    beta = check_unit_interval("beta", beta)
 
     def init(params):
         check_params(params)
@@ -228,14 +285,19 @@ def ema_momentum(learning_rate: ScalarOrSchedule, beta: float = 0.9) -> Optimize
         )
 
     def update(grads, state, params=None, **extra):
+        check_state(state, EmaMomentumState, "ema_momentum")
         check_grads(grads, params, state.V)
         lr = raw_learning_rate(learning_rate, state.count)
         V = jax.tree.map(
-            lambda g, v: as_dtype_of(beta, g) * v + as_dtype_of(1 - beta, g) * g,
+            lambda g, v: (
+                as_dtype_of(beta, v) * v + as_dtype_of(1 - beta, v) * g.astype(v.dtype)
+            ),
             grads,
             state.V,
         )
-        updates = jax.tree.map(lambda v: -as_dtype_of(lr, v) * v, V)
+        updates = jax.tree.map(
+            lambda g, v: (-as_dtype_of(lr, v) * v).astype(g.dtype), grads, V
+        )
         lr32 = learning_rate_at(learning_rate, state.count)
         return updates, EmaMomentumState(state.count + 1, lr32, V)
 
@@ -258,8 +320,8 @@ class AdagradState(NamedTuple):
 
 def adagrad(
     learning_rate: ScalarOrSchedule,
-    initial_accumulator_value: float = 0.0,
-    eps: float = 1e-8,
+    initial_accumulator_value: Scalar = 0.0,
+    eps: Scalar = 1e-8,
 ) -> Optimizer:
     """AdaGrad (Duchi et al. 2011), seed 003's form with ``delta`` outside the root.
 
@@ -271,8 +333,10 @@ def adagrad(
     optax puts ``eps`` inside the root and starts ``r`` at 0.1; PyTorch matches
     fnn (``eps`` outside, ``r_0 = 0``).
 
+    ``r`` is kept in the accumulation dtype (float32 for 16-bit parameters).
+
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       initial_accumulator_value: ``r_0 >= 0``.
       eps: ``delta >= 0`` (seed 003: about 1e-8).
 
@@ -282,14 +346,11 @@ def adagrad(
     References:
       seed 003, Adaptive first order: ADAGRAD.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    for name, value in [
-        ("initial_accumulator_value", initial_accumulator_value),
-        ("eps", eps),
-    ]:
-        check_nonnegative(name, value)
-        if callable(value):
-            raise ValueError(f"{name} must be a number, got {value!r}.")
+    learning_rate = check_learning_rate(learning_rate)
+    initial_accumulator_value = check_nonnegative(
+        "initial_accumulator_value", initial_accumulator_value
+    )
+    eps = check_nonnegative("eps", eps)
 
     def init(params):
         check_params(params)
@@ -300,15 +361,19 @@ def adagrad(
             _fill(params, initial_accumulator_value),
         )
 
+    def step(g, r, lr):
+        a = g.astype(r.dtype)
+        u = -as_dtype_of(lr, a) * a / (as_dtype_of(eps, a) + jnp.sqrt(r))
+        return u.astype(g.dtype)
+
     def update(grads, state, params=None, **extra):
+        check_state(state, AdagradState, "adagrad")
         check_grads(grads, params, state.r)
         lr = raw_learning_rate(learning_rate, state.count)
-        r = jax.tree.map(lambda g, r: r + g * g, grads, state.r)
-        updates = jax.tree.map(
-            lambda g, r: -as_dtype_of(lr, g) * g / (as_dtype_of(eps, g) + jnp.sqrt(r)),
-            grads,
-            r,
+        r = jax.tree.map(
+            lambda g, r: r + g.astype(r.dtype) * g.astype(r.dtype), grads, state.r
         )
+        updates = jax.tree.map(lambda g, r: step(g, r, lr), grads, r)
         lr32 = learning_rate_at(learning_rate, state.count)
         return updates, AdagradState(state.count + 1, lr32, r)
 
@@ -334,10 +399,10 @@ class RmspropState(NamedTuple):
 
 def rmsprop(
     learning_rate: ScalarOrSchedule,
-    decay: float = 0.9,
-    eps: float = 1e-8,
+    decay: Scalar = 0.9,
+    eps: Scalar = 1e-8,
     centered: bool = False,
-    momentum: float = 0.0,
+    momentum: Scalar = 0.0,
     nesterov: bool = False,
     eps_in_sqrt: bool = False,
 ) -> Optimizer:
@@ -361,8 +426,11 @@ def rmsprop(
     (``r_t >= m_t^2`` holds exactly). The momentum buffer is the velocity of
     ``sgd`` applied to the preconditioned direction ``d_t`` (PyTorch/TF form).
 
+    ``r``, ``mean`` and ``velocity`` are kept in the accumulation dtype (float32
+    for 16-bit parameters).
+
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       decay: ``rho`` in ``[0, 1)``.
       eps: ``eps >= 0`` (seed 000: 1e-8; seed 001: ``delta``, 1e-6).
       centered: divide by the root of the variance estimate instead.
@@ -377,17 +445,18 @@ def rmsprop(
       seed 000, section 6, RMSprop; seed 001, The RMSProp algorithm;
       seed 003, RMSProp.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("decay", decay)
-    check_nonnegative("eps", eps)
-    check_unit_interval("momentum", momentum)
+    learning_rate = check_learning_rate(learning_rate)
+    decay = check_unit_interval("decay", decay)
+    eps = check_nonnegative("eps", eps)
+    momentum = check_unit_interval("momentum", momentum)
     for name, value in [
         ("centered", centered),
         ("nesterov", nesterov),
         ("eps_in_sqrt", eps_in_sqrt),
     ]:
         _check_bool(name, value)
-    use_velocity = momentum > 0
+    use_velocity = _positive(momentum)
+    expect = _fields_for({"mean": centered, "velocity": use_velocity})
 
     def init(params):
         check_params(params)
@@ -405,24 +474,33 @@ def rmsprop(
         return g / jnp.sqrt(s + e) if eps_in_sqrt else g / (jnp.sqrt(s) + e)
 
     def update(grads, state, params=None, **extra):
+        check_state(
+            state,
+            RmspropState,
+            "rmsprop",
+            **expect,
+            hint=" (centered=True keeps a mean, momentum > 0 a velocity)",
+        )
         check_grads(grads, params, state.r, state.mean, state.velocity)
         lr = raw_learning_rate(learning_rate, state.count)
         rho = decay
+        # Everything in the accumulation dtype of the state (g cast to it).
+        acc = jax.tree.map(lambda g, r: g.astype(r.dtype), grads, state.r)
         r = jax.tree.map(
             lambda g, r: as_dtype_of(rho, g) * r + as_dtype_of(1 - rho, g) * g * g,
-            grads,
+            acc,
             state.r,
         )
         if centered:
             mean = jax.tree.map(
                 lambda g, m: as_dtype_of(rho, g) * m + as_dtype_of(1 - rho, g) * g,
-                grads,
+                acc,
                 state.mean,
             )
             s = jax.tree.map(lambda r, m: jnp.maximum(r - m * m, 0), r, mean)
         else:
             mean, s = None, r
-        d = jax.tree.map(direction, grads, s)
+        d = jax.tree.map(direction, acc, s)
         if use_velocity:
             pairs = jax.tree.map(
                 lambda d, v: _velocity_step(v, d, lr, momentum, nesterov),
@@ -434,6 +512,7 @@ def rmsprop(
         else:
             updates = jax.tree.map(lambda d: -as_dtype_of(lr, d) * d, d)
             velocity = None
+        updates = jax.tree.map(lambda g, u: u.astype(g.dtype), grads, updates)
         lr32 = learning_rate_at(learning_rate, state.count)
         return updates, RmspropState(state.count + 1, lr32, r, mean, velocity)
 
@@ -451,7 +530,7 @@ class AdadeltaState(NamedTuple):
 
 
 def adadelta(
-    learning_rate: ScalarOrSchedule = 1.0, rho: float = 0.9, eps: float = 1e-6
+    learning_rate: ScalarOrSchedule = 1.0, rho: Scalar = 0.9, eps: Scalar = 1e-6
 ) -> Optimizer:
     """AdaDelta (Zeiler 2012), with a learning rate that scales the step.
 
@@ -465,8 +544,11 @@ def adadelta(
     ``alpha = 1`` is Zeiler's algorithm; the unscaled ``dx_t`` is accumulated, as
     in PyTorch and optax. Named in seed 003's summary of first-order methods.
 
+    ``E[g^2]`` and ``E[dx^2]`` are kept in the accumulation dtype (float32 for
+    16-bit parameters).
+
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       rho: decay rate in ``[0, 1)``.
       eps: ``eps > 0`` (it also sets the size of the first steps).
 
@@ -476,9 +558,9 @@ def adadelta(
     References:
       seed 003, First order methods summary (Adadelta); Zeiler (2012), Algorithm 1.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("rho", rho)
-    check_nonnegative("eps", eps)
+    learning_rate = check_learning_rate(learning_rate)
+    rho = check_unit_interval("rho", rho)
+    eps = check_nonnegative("eps", eps)
 
     def init(params):
         check_params(params)
@@ -491,15 +573,17 @@ def adadelta(
         )
 
     def update(grads, state, params=None, **extra):
+        check_state(state, AdadeltaState, "adadelta")
         check_grads(grads, params, state.Eg2, state.Edx2)
         lr = raw_learning_rate(learning_rate, state.count)
 
-        def leaf(g, eg2, edx2):
+        def leaf(g_in, eg2, edx2):
+            g = g_in.astype(eg2.dtype)
             r, e = as_dtype_of(rho, g), as_dtype_of(eps, g)
             eg2 = r * eg2 + (1 - r) * g * g
             dx = -jnp.sqrt(edx2 + e) / jnp.sqrt(eg2 + e) * g
             edx2 = r * edx2 + (1 - r) * dx * dx
-            return as_dtype_of(lr, g) * dx, eg2, edx2
+            return (as_dtype_of(lr, g) * dx).astype(g_in.dtype), eg2, edx2
 
         out = jax.tree.map(leaf, grads, state.Eg2, state.Edx2)
         pick = [jax.tree.map(lambda _, o, i=i: o[i], grads, out) for i in range(3)]
@@ -516,8 +600,9 @@ class AdamState(NamedTuple):
     Attributes:
       count: int32 scalar, number of updates taken (``t - 1`` during step ``t``).
       learning_rate: float32 scalar, rate of the last update.
-      m: first-moment EMA (like the params).
-      v: second-moment EMA (``adamax``: the infinity-norm EMA ``u``).
+      m: first-moment EMA (the params' shapes, in their accumulation dtype:
+        float32 for 16-bit parameters, the parameter dtype otherwise).
+      v: second-moment EMA (``adamax``: the infinity-norm EMA ``u``), like ``m``.
       v_max: running maximum of ``v`` (``amsgrad``) or ``None``.
     """
 
@@ -531,23 +616,21 @@ class AdamState(NamedTuple):
 def _adam_family(
     name: str,
     learning_rate: ScalarOrSchedule,
-    b1: float,
-    b2: float,
-    eps: float,
+    b1: Scalar,
+    b2: Scalar,
+    eps: Scalar,
     kind: str,
-    weight_decay: float = 0.0,
+    weight_decay: Scalar = 0.0,
     weight_decay_mask: Mask | None = None,
 ) -> Optimizer:
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("b1", b1)
-    check_unit_interval("b2", b2)
-    check_nonnegative("eps", eps)
-    check_nonnegative("weight_decay", weight_decay)
-    if callable(eps) or callable(weight_decay):
-        raise ValueError(
-            f"eps and weight_decay must be numbers, got {eps!r}, {weight_decay!r}."
-        )
+    learning_rate = check_learning_rate(learning_rate)
+    b1 = check_unit_interval("b1", b1)
+    b2 = check_unit_interval("b2", b2)
+    eps = check_nonnegative("eps", eps)
+    weight_decay = check_nonnegative("weight_decay", weight_decay)
     decoupled = kind == "adamw"
+    decays = decoupled and (is_traced(weight_decay) or weight_decay != 0)
+    expect = _fields_for({"v_max": kind == "amsgrad"})
 
     def init(params):
         check_params(params)
@@ -562,60 +645,62 @@ def _adam_family(
             _zeros(params) if kind == "amsgrad" else None,
         )
 
-    def leaf(g, m, v, v_max, count, lr):
+    def leaf(g_in, m, v, v_max, p, decay, count, lr):
+        # In the state's accumulation dtype; the update is rounded at the end.
+        g = g_in.astype(m.dtype)
         B1, B2, e = as_dtype_of(b1, g), as_dtype_of(b2, g), as_dtype_of(eps, g)
         t = _step_number(count, g)
         m = B1 * m + (1 - B1) * g
         if kind == "adamax":
             v = jnp.maximum(B2 * v, jnp.abs(g))
             step = m / (1 - B1**t) / (v + e)
-            return -as_dtype_of(lr, g) * step, m, v, v_max
-        v = B2 * v + (1 - B2) * g * g
-        if kind == "amsgrad":
-            v_max = jnp.maximum(v_max, v)
-            v_hat = v_max / (1 - B2**t)
         else:
-            v_hat = v / (1 - B2**t)
-        if kind == "nadam":
-            m_hat = B1 * m / (1 - B1 ** (t + 1)) + (1 - B1) * g / (1 - B1**t)
-        else:
-            m_hat = m / (1 - B1**t)
-        step = m_hat / (jnp.sqrt(v_hat) + e)
-        return -as_dtype_of(lr, g) * step, m, v, v_max
+            v = B2 * v + (1 - B2) * g * g
+            if kind == "amsgrad":
+                v_max = jnp.maximum(v_max, v)
+                v_hat = v_max / (1 - B2**t)
+            else:
+                v_hat = v / (1 - B2**t)
+            if kind == "nadam":
+                m_hat = B1 * m / (1 - B1 ** (t + 1)) + (1 - B1) * g / (1 - B1**t)
+            else:
+                m_hat = m / (1 - B1**t)
+            step = m_hat / (jnp.sqrt(v_hat) + e)
+        u = -as_dtype_of(lr, g) * step
+        if decay:
+            u = u - as_dtype_of(lr, g) * as_dtype_of(weight_decay, g) * p.astype(
+                g.dtype
+            )
+        return u.astype(g_in.dtype), m, v, v_max
 
     def update(grads, state, params=None, **extra):
+        check_state(
+            state, AdamState, name, **expect, hint=" (only amsgrad keeps v_max)"
+        )
         if decoupled:
             require_params(params, name)
         check_grads(grads, params, state.m, state.v, state.v_max)
         lr = raw_learning_rate(learning_rate, state.count)
+        g_leaves, treedef = jax.tree.flatten(grads)
+        n = len(g_leaves)
+        m_leaves = treedef.flatten_up_to(state.m)
+        v_leaves = treedef.flatten_up_to(state.v)
         # Without amsgrad there is no v_max: pass m as a placeholder, unused.
-        v_max = state.v_max if kind == "amsgrad" else state.m
-        out = jax.tree.map(
-            lambda g, m, v, vm: leaf(g, m, v, vm, state.count, lr),
-            grads,
-            state.m,
-            state.v,
-            v_max,
-        )
-        pick = [jax.tree.map(lambda _, o, i=i: o[i], grads, out) for i in range(4)]
+        vm_leaves = treedef.flatten_up_to(state.v_max if kind == "amsgrad" else state.m)
+        p_leaves = treedef.flatten_up_to(params) if decays else [None] * n
+        if decays and weight_decay_mask is not None:
+            flags = resolve_mask(weight_decay_mask, params, "weight_decay_mask")
+        else:
+            flags = [decays] * n
+        out = [
+            leaf(*args, state.count, lr)
+            for args in zip(
+                g_leaves, m_leaves, v_leaves, vm_leaves, p_leaves, flags, strict=True
+            )
+        ]
+        pick = [treedef.unflatten([o[i] for o in out]) for i in range(4)]
         updates, m, v = pick[0], pick[1], pick[2]
         new_v_max = pick[3] if kind == "amsgrad" else None
-        if decoupled and weight_decay:
-            leaves, treedef = jax.tree.flatten(updates)
-            p_leaves = treedef.flatten_up_to(params)
-            flags = (
-                resolve_mask(weight_decay_mask, params, "weight_decay_mask")
-                if weight_decay_mask is not None
-                else [True] * len(leaves)
-            )
-            leaves = [
-                u
-                - as_dtype_of(lr, u) * as_dtype_of(weight_decay, u) * p.astype(u.dtype)
-                if f
-                else u
-                for u, p, f in zip(leaves, p_leaves, flags, strict=True)
-            ]
-            updates = treedef.unflatten(leaves)
         lr32 = learning_rate_at(learning_rate, state.count)
         return updates, AdamState(state.count + 1, lr32, m, v, new_v_max)
 
@@ -624,9 +709,9 @@ def _adam_family(
 
 def adam(
     learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
 ) -> Optimizer:
     """Adam (Kingma & Ba 2014), bias-corrected, eps outside the root.
 
@@ -642,8 +727,14 @@ def adam(
     for ``m, v``); the ``eps^`` is a typo for the corrected second moment ``r^``,
     and its ``delta`` inside the root differs from the paper's, which fnn follows.
 
+    For bfloat16 and float16 parameters ``m``, ``v`` and the bias corrections are
+    kept and computed in float32 (in bfloat16, ``b2 = 0.999`` rounds to 1 and
+    ``1 - b2^t`` to 0; in float16, ``eps = 1e-8`` rounds to 0); the update is
+    rounded to the gradient's dtype. The same holds for every member of the
+    family (``adamw``, ``adamax``, ``nadam``, ``amsgrad``).
+
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       b1: first-moment decay in ``[0, 1)``.
       b2: second-moment decay in ``[0, 1)``.
       eps: ``eps >= 0``.
@@ -659,10 +750,10 @@ def adam(
 
 def adamw(
     learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 1e-4,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
+    weight_decay: Scalar = 1e-4,
     weight_decay_mask: Mask | None = None,
 ) -> Optimizer:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019).
@@ -679,7 +770,7 @@ def adamw(
     through Adam's moments.
 
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       b1, b2, eps: as in :func:`adam`.
       weight_decay: ``wd >= 0``.
       weight_decay_mask: pytree of bools or callable ``params -> mask``;
@@ -699,9 +790,9 @@ def adamw(
 
 def adamax(
     learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
 ) -> Optimizer:
     """AdaMax (Kingma & Ba 2014, section 7.1): Adam with the infinity norm.
 
@@ -716,7 +807,7 @@ def adamax(
     inside the max instead. The infinity-norm average is stored in ``state.v``.
 
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       b1, b2: decays in ``[0, 1)``.
       eps: ``eps >= 0``.
 
@@ -731,9 +822,9 @@ def adamax(
 
 def nadam(
     learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
 ) -> Optimizer:
     """NAdam (Dozat 2016): Adam with a Nesterov look-ahead first moment.
 
@@ -747,7 +838,7 @@ def nadam(
     numbers differ.
 
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       b1, b2, eps: as in :func:`adam`.
 
     Returns:
@@ -762,9 +853,9 @@ def nadam(
 
 def amsgrad(
     learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
+    b1: Scalar = 0.9,
+    b2: Scalar = 0.999,
+    eps: Scalar = 1e-8,
 ) -> Optimizer:
     """AMSGrad (Reddi et al. 2018): Adam with a non-decreasing second moment.
 
@@ -778,7 +869,7 @@ def amsgrad(
     first steps); the paper has no bias correction.
 
     Args:
-      learning_rate: ``alpha``, a non-negative float or a schedule.
+      learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       b1, b2, eps: as in :func:`adam`.
 
     Returns:
@@ -789,3 +880,11 @@ def amsgrad(
       seed 003, ADAM algorithm.
     """
     return _adam_family("amsgrad", learning_rate, b1, b2, eps, "amsgrad")
+
+
+register_state(SgdState, "sgd")
+register_state(EmaMomentumState, "ema_momentum")
+register_state(AdagradState, "adagrad")
+register_state(RmspropState, "rmsprop")
+register_state(AdadeltaState, "adadelta")
+register_state(AdamState, "adam, adamw, adamax, nadam or amsgrad")

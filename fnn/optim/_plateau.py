@@ -24,7 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._base import Optimizer, check_like
+from ._base import Optimizer, check_scalar, check_state, register_state
+from ._transforms import check_grads
 
 
 class ReduceOnPlateauState(NamedTuple):
@@ -44,23 +45,6 @@ class ReduceOnPlateauState(NamedTuple):
     plateau_count: jax.Array
     cooldown_count: jax.Array
     scale: jax.Array
-
-
-def _number(name, value, *, lo, hi=None, lo_open=False, hi_open=False, integer=False):
-    ok_type = int if integer else (int, float)
-    if not isinstance(value, ok_type) or isinstance(value, bool):
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}.")
-    bad = value <= lo if lo_open else value < lo
-    if hi is not None:
-        bad = bad or (value >= hi if hi_open else value > hi)
-    if bad:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        upper = "inf" if hi is None else hi
-        raise ValueError(
-            f"{name} must be in {left}{lo}, {upper}{right}, got {value!r}."
-        )
 
 
 def reduce_on_plateau(
@@ -109,19 +93,13 @@ def reduce_on_plateau(
       seed 003, Adaptive Learning rate: "Halve the learning rate when the
       validation error stops improving".
     """
-    _number("factor", factor, lo=0.0, hi=1.0, lo_open=True, hi_open=True)
-    _number("patience", patience, lo=1, integer=True)
-    _number("min_delta", min_delta, lo=0.0)
-    _number("rtol", rtol, lo=0.0)
-    _number("cooldown", cooldown, lo=0, integer=True)
-    _number("min_scale", min_scale, lo=0.0)
     config = (
-        float(factor),
-        patience,
-        float(min_delta),
-        float(rtol),
-        cooldown,
-        float(min_scale),
+        check_scalar("factor", factor, lo=0, hi=1, lo_open=True, hi_open=True),
+        check_scalar("patience", patience, lo=1, integer=True),
+        check_scalar("min_delta", min_delta, lo=0),
+        check_scalar("rtol", rtol, lo=0),
+        check_scalar("cooldown", cooldown, lo=0, integer=True),
+        check_scalar("min_scale", min_scale, lo=0),
     )
 
     def init(params):
@@ -136,7 +114,8 @@ def reduce_on_plateau(
 
     def update(updates, state, params=None, *, value=None, **extra):
         del extra
-        check_like(updates, params, "params", "updates")
+        check_state(state, ReduceOnPlateauState, "reduce_on_plateau")
+        check_grads(updates, params, what="updates")
         if value is not None:
             state = _observe(config, state, value)
         updates = jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates)
@@ -148,6 +127,7 @@ def reduce_on_plateau(
 
 def _observe(config, state: ReduceOnPlateauState, value) -> ReduceOnPlateauState:
     factor, patience, min_delta, rtol, cooldown, min_scale = config
+    check_state(state, ReduceOnPlateauState, "reduce_on_plateau", call="observe")
     value = jnp.asarray(value)
     if value.shape != ():
         raise ValueError(f"value must be a scalar, got shape {value.shape}.")
@@ -203,3 +183,6 @@ def observe(
     """
     opt = reduce_on_plateau(factor, patience, min_delta, rtol, cooldown, min_scale)
     return opt.update.observe(state, value)
+
+
+register_state(ReduceOnPlateauState, "reduce_on_plateau")

@@ -29,11 +29,18 @@ from .._tree import check_same_structure, keystr
 from ._base import (
     Optimizer,
     PyTree,
+    Scalar,
     ScalarOrSchedule,
+    accumulation_dtype,
+    check_learning_rate,
     check_like,
     check_nonnegative,
     check_params,
+    check_scalar,
+    check_state,
     learning_rate_at,
+    register_state,
+    state_owner,
 )
 
 Mask = PyTree | Callable[[PyTree], PyTree]
@@ -65,15 +72,65 @@ def as_dtype_of(value: Any, leaf: jax.Array) -> jax.Array:
     return jnp.asarray(value, leaf.dtype)
 
 
-def check_grads(grads: PyTree, params: PyTree | None, *state_trees: PyTree) -> None:
-    """Check ``grads`` against the per-parameter trees of a state and ``params``.
+def zeros_for_state(x: jax.Array) -> jax.Array:
+    """Zeros with ``x``'s shape in its accumulation dtype (float32 for 16-bit and
+    narrower floats, ``x.dtype`` otherwise): a per-parameter state leaf."""
+    return jnp.zeros(jnp.shape(x), accumulation_dtype(x.dtype))
 
-    Raises ``ValueError`` naming the first key path that differs.
+
+def scaled_descent(lr: Any, g: jax.Array) -> jax.Array:
+    """``-lr * g`` in ``g``'s accumulation dtype, returned in ``g``'s dtype."""
+    acc = accumulation_dtype(g.dtype)
+    return (-as_dtype_of(lr, g.astype(acc)) * g.astype(acc)).astype(g.dtype)
+
+
+def _first_shape_mismatch(reference: PyTree, other: PyTree):
+    """``(key path, reference shape, other shape)`` of the first leaf pair whose
+    shapes differ (trees of the same structure), or ``None``."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(reference)
+    others = treedef.flatten_up_to(other)
+    for (path, a), b in zip(flat, others, strict=True):
+        if jnp.shape(a) != jnp.shape(b):
+            return keystr(path), jnp.shape(a), jnp.shape(b)
+    return None
+
+
+def check_grads(
+    grads: PyTree, params: PyTree | None, *state_trees: PyTree, what: str = "grads"
+) -> None:
+    """Check ``grads`` against ``params`` and the per-parameter trees of a state.
+
+    ``what`` names ``grads`` in the messages (``"updates"`` for a transform that
+    comes after another in a chain).
+
+    Structures and leaf shapes must agree (shapes are static, so under ``jit``
+    this costs nothing at run time).
+
+    Raises:
+      ValueError: naming the first key path that differs, and both shapes when a
+        leaf has the wrong shape.
     """
     for tree in state_trees:
         if tree is not None:
-            check_same_structure(tree, grads, "grads", "the optimizer state")
-    check_like(grads, params, "params", "grads")
+            check_same_structure(tree, grads, what, "the optimizer state")
+    check_like(grads, params, "params", what)
+    if params is not None:
+        bad = _first_shape_mismatch(params, grads)
+        if bad is not None:
+            raise ValueError(
+                f"{what} leaf {bad[0]} has shape {bad[2]}, but the params leaf there "
+                f"has shape {bad[1]}: each gradient must have its parameter's shape."
+            )
+    for tree in state_trees:
+        if tree is None:
+            continue
+        bad = _first_shape_mismatch(tree, grads)
+        if bad is not None:
+            raise ValueError(
+                f"{what} leaf {bad[0]} has shape {bad[2]}, but the optimizer state "
+                f"leaf there has shape {bad[1]}: the state was initialised for "
+                f"other parameters, or the gradient has the wrong shape."
+            )
 
 
 def require_params(params: PyTree | None, name: str) -> None:
@@ -187,6 +244,12 @@ class EmptyState(NamedTuple):
     """The state of a transform that keeps nothing between steps."""
 
 
+def _check_empty(state: Any, name: str) -> None:
+    """A stateless transform takes its ``EmptyState`` (or an empty tuple)."""
+    if type(state) is not tuple or state != ():
+        check_state(state, EmptyState, name)
+
+
 class ScaleByLearningRateState(NamedTuple):
     """State of :func:`scale_by_learning_rate`.
 
@@ -207,8 +270,12 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> Optimizer:
     update). Alone it is plain gradient descent; last in a ``chain`` it turns
     preconditioned directions into updates.
 
+    For 16-bit parameters the product is formed in float32 and rounded once to
+    the gradient's dtype.
+
     Args:
-      learning_rate: a non-negative float, or a schedule ``count -> rate``.
+      learning_rate: a finite number ``>= 0`` (Python, NumPy or 0-d JAX scalar),
+        or a schedule ``count -> rate`` (its value at count 0 is checked too).
 
     Returns:
       An ``Optimizer``; updates have the gradients' shapes and dtypes.
@@ -217,7 +284,7 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> Optimizer:
       seed 003, Gradient descent algorithms: Mini-batch gradient descent;
       seed 001, SGD algorithm.
     """
-    check_nonnegative("learning_rate", learning_rate)
+    learning_rate = check_learning_rate(learning_rate)
 
     def init(params):
         check_params(params)
@@ -225,9 +292,10 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> Optimizer:
         return ScaleByLearningRateState(count, learning_rate_at(learning_rate, count))
 
     def update(grads, state, params=None, **extra):
+        check_state(state, ScaleByLearningRateState, "scale_by_learning_rate")
         check_grads(grads, params)
         lr = raw_learning_rate(learning_rate, state.count)
-        updates = jax.tree.map(lambda g: -as_dtype_of(lr, g) * g, grads)
+        updates = jax.tree.map(lambda g: scaled_descent(lr, g), grads)
         new_state = ScaleByLearningRateState(
             state.count + 1, learning_rate_at(learning_rate, state.count)
         )
@@ -236,13 +304,13 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> Optimizer:
     return Optimizer(init, update)
 
 
-def clip_by_value(max_delta: float) -> Optimizer:
+def clip_by_value(max_delta: Scalar) -> Optimizer:
     """Clip every update component into ``[-max_delta, max_delta]``.
 
     ``u = clip(g, -max_delta, max_delta)`` element-wise.
 
     Args:
-      max_delta: a non-negative float.
+      max_delta: a finite number ``>= 0``.
 
     Returns:
       An ``Optimizer`` with an ``EmptyState``.
@@ -250,15 +318,14 @@ def clip_by_value(max_delta: float) -> Optimizer:
     References:
       seed 003, Exploding and vanishing gradients ("use clipping methods").
     """
-    check_nonnegative("max_delta", max_delta)
-    if callable(max_delta):
-        raise ValueError(f"max_delta must be a number, got {max_delta!r}.")
+    max_delta = check_nonnegative("max_delta", max_delta)
 
     def init(params):
         check_params(params)
         return EmptyState()
 
     def update(grads, state, params=None, **extra):
+        _check_empty(state, "clip_by_value")
         check_grads(grads, params)
         updates = jax.tree.map(
             lambda g: jnp.clip(
@@ -274,17 +341,22 @@ def clip_by_value(max_delta: float) -> Optimizer:
 def global_norm(tree: PyTree, squared: bool = False) -> jax.Array:
     """``sqrt(sum_leaves sum_i x_i^2)`` (without the root if ``squared``).
 
-    Computed in the widest floating dtype among the leaves; a scalar.
+    Computed in the widest floating dtype among the leaves, and at least in
+    float32 (a sum of squares of 16-bit leaves overflows float16 and loses digits
+    in bfloat16); a scalar.
     """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros([], jnp.float32)
-    dtype = max((leaf.dtype for leaf in leaves), key=lambda d: jnp.dtype(d).itemsize)
+    dtype = max(
+        (accumulation_dtype(leaf.dtype) for leaf in leaves),
+        key=lambda d: jnp.dtype(d).itemsize,
+    )
     total = sum(jnp.sum(jnp.square(leaf.astype(dtype))) for leaf in leaves)
     return total if squared else jnp.sqrt(total)
 
 
-def clip_by_global_norm(max_norm: float) -> Optimizer:
+def clip_by_global_norm(max_norm: Scalar) -> Optimizer:
     """Rescale all updates together so their global norm is at most ``max_norm``.
 
     ``n = sqrt(sum over all leaves of g^2)``; ``u = g * max_norm / n`` if
@@ -293,7 +365,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     in the values nor under ``jax_debug_nans``.
 
     Args:
-      max_norm: a positive float.
+      max_norm: a finite number ``> 0``.
 
     Returns:
       An ``Optimizer`` with an ``EmptyState``.
@@ -301,32 +373,29 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     References:
       seed 003, Exploding and vanishing gradients ("use clipping methods").
     """
-    if (
-        not isinstance(max_norm, int | float)
-        or isinstance(max_norm, bool)
-        or max_norm <= 0
-    ):
-        raise ValueError(f"max_norm must be a positive number, got {max_norm!r}.")
+    max_norm = check_scalar("max_norm", max_norm, lo=0, lo_open=True)
 
     def init(params):
         check_params(params)
         return EmptyState()
 
     def update(grads, state, params=None, **extra):
+        _check_empty(state, "clip_by_global_norm")
         check_grads(grads, params)
         # n^2 is compared with max_norm^2 so that sqrt is never taken at 0 (its
         # derivative there is infinite and would give 0 * inf = NaN in a grad).
         sq = global_norm(grads, squared=True)
-        clip = sq > max_norm**2
+        bound = as_dtype_of(max_norm, sq)
+        clip = sq > bound**2
         safe_norm = jnp.sqrt(jnp.where(clip, sq, jnp.ones_like(sq)))
-        scale = jnp.where(clip, max_norm / safe_norm, jnp.ones_like(sq))
+        scale = jnp.where(clip, bound / safe_norm, jnp.ones_like(sq))
         updates = jax.tree.map(lambda g: g * scale.astype(g.dtype), grads)
         return updates, state
 
     return Optimizer(init, update)
 
 
-def add_decayed_weights(weight_decay: float, mask: Mask | None = None) -> Optimizer:
+def add_decayed_weights(weight_decay: Scalar, mask: Mask | None = None) -> Optimizer:
     """Coupled L2 weight decay: ``u = g + weight_decay * theta`` (on masked leaves).
 
     This is the gradient of ``J(theta) + (weight_decay / 2) ||theta||^2``: put it
@@ -335,7 +404,7 @@ def add_decayed_weights(weight_decay: float, mask: Mask | None = None) -> Optimi
     (Loshchilov & Hutter) use ``adamw``.
 
     Args:
-      weight_decay: a non-negative float.
+      weight_decay: a finite number ``>= 0``.
       mask: optional pytree of bools (or callable ``params -> mask``); leaves
         marked ``False`` pass through unchanged. ``weights_only_mask`` leaves
         biases undecayed.
@@ -346,9 +415,7 @@ def add_decayed_weights(weight_decay: float, mask: Mask | None = None) -> Optimi
     References:
       seed 000, L1 - L2 regularization.
     """
-    check_nonnegative("weight_decay", weight_decay)
-    if callable(weight_decay):
-        raise ValueError(f"weight_decay must be a number, got {weight_decay!r}.")
+    weight_decay = check_nonnegative("weight_decay", weight_decay)
 
     def init(params):
         check_params(params)
@@ -357,6 +424,7 @@ def add_decayed_weights(weight_decay: float, mask: Mask | None = None) -> Optimi
         return EmptyState()
 
     def update(grads, state, params=None, **extra):
+        _check_empty(state, "add_decayed_weights")
         require_params(params, "add_decayed_weights")
         check_grads(grads, params)
         flags = resolve_mask(mask, params) if mask is not None else None
@@ -365,7 +433,9 @@ def add_decayed_weights(weight_decay: float, mask: Mask | None = None) -> Optimi
         out = []
         for i, (g, p) in enumerate(zip(g_leaves, p_leaves, strict=True)):
             if flags is None or flags[i]:
-                g = g + as_dtype_of(weight_decay, g) * p.astype(g.dtype)
+                acc = accumulation_dtype(g.dtype)
+                decay = as_dtype_of(weight_decay, g.astype(acc)) * p.astype(acc)
+                g = (g.astype(acc) + decay).astype(g.dtype)
             out.append(g)
         return treedef.unflatten(out), state
 
@@ -390,6 +460,7 @@ def freeze(mask: Mask) -> Optimizer:
         return EmptyState()
 
     def update(grads, state, params=None, **extra):
+        _check_empty(state, "freeze")
         check_grads(grads, params)
         flags = resolve_mask(mask, grads)
         leaves, treedef = jax.tree.flatten(grads)
@@ -428,10 +499,16 @@ def chain(*optimizers: Optimizer) -> Optimizer:
         return tuple(opt.init(params) for opt in optimizers)
 
     def update(grads, state, params=None, **extra):
-        if not isinstance(state, tuple) or len(state) != len(optimizers):
+        if type(state) is not tuple:
+            raise TypeError(
+                f"chain.update got a state made by {state_owner(state)}, but it "
+                f"needs the tuple of {len(optimizers)} states that chain.init "
+                f"returns."
+            )
+        if len(state) != len(optimizers):
             raise ValueError(
                 f"chain: state must be a tuple of {len(optimizers)} states, "
-                f"got {type(state).__name__}."
+                f"got a tuple of {len(state)} (the state of another chain?)."
             )
         new_states = []
         for opt, s in zip(optimizers, state, strict=True):
@@ -484,7 +561,8 @@ def masked(optimizer: Optimizer, mask: Mask) -> Optimizer:
         return MaskedState(optimizer.init(_select(params, flags)))
 
     def update(grads, state, params=None, **extra):
-        check_like(grads, params, "params", "grads")
+        check_state(state, MaskedState, "masked")
+        check_grads(grads, params)
         flags = resolve_mask(mask, grads)
         sub_params = None if params is None else _select(params, flags)
         sub_updates, inner = optimizer.update(
@@ -551,7 +629,14 @@ def partition(
         )
 
     def update(grads, state, params=None, **extra):
-        check_like(grads, params, "params", "grads")
+        check_state(state, PartitionState, "partition")
+        if set(state.inner_states) != set(transforms):
+            raise TypeError(
+                f"partition.update got a state for the labels "
+                f"{sorted(map(repr, state.inner_states))}, but this partition has "
+                f"{sorted(map(repr, transforms))}: it was made by another partition."
+            )
+        check_grads(grads, params)
         lab = leaf_labels(grads)
         leaves, treedef = jax.tree.flatten(grads)
         out = list(leaves)
@@ -613,7 +698,8 @@ def skip_if_nonfinite(optimizer: Optimizer) -> Optimizer:
         )
 
     def update(grads, state, params=None, **extra):
-        check_like(grads, params, "params", "grads")
+        check_state(state, SkipIfNonfiniteState, "skip_if_nonfinite")
+        check_grads(grads, params)
         leaves = jax.tree.leaves(grads)
         finite = jnp.ones([], jnp.bool_)
         for g in leaves:
@@ -635,3 +721,14 @@ def skip_if_nonfinite(optimizer: Optimizer) -> Optimizer:
         return updates, new_state
 
     return Optimizer(init, update)
+
+
+register_state(
+    EmptyState,
+    "a stateless transform (clip_by_value, clip_by_global_norm, "
+    "add_decayed_weights or freeze)",
+)
+register_state(ScaleByLearningRateState, "scale_by_learning_rate")
+register_state(MaskedState, "masked")
+register_state(PartitionState, "partition")
+register_state(SkipIfNonfiniteState, "skip_if_nonfinite")
