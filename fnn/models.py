@@ -7,6 +7,10 @@ backward next to its forward, so the whole model backpropagates by hand
 (:func:`fnn.nn.backward`, :func:`fnn.backprop` with ``blocks=``); nothing here
 adds a rule of its own.
 
+Every block is built with plain-data arguments (the embeddings start from the
+``"normal"`` initializer, N(0, 0.05²)), so :func:`fnn.nn.to_spec` describes the
+models and :func:`fnn.checkpoint.save_model` stores them.
+
 The GPT is the pre-norm transformer of GPT-2 at toy size::
 
     H⁰ = E[ids] + P[:T]
@@ -88,11 +92,9 @@ def gpt(vocab: int, d: int, heads: int, layers: int, context: int) -> nn.Block:
     _check_positive(
         "gpt", vocab=vocab, d=d, heads=heads, layers=layers, context=context
     )
-    from . import initializers
-
     return nn.Sequential(
         [
-            nn.Embedding(vocab, d, W_init=initializers.normal(0.02)),
+            nn.Embedding(vocab, d, W_init="normal"),
             nn.PositionalEmbedding(context, d),
             *[transformer_block(d, heads) for _ in range(layers)],
             nn.LayerNorm(axis=-1),
@@ -115,11 +117,9 @@ def lstm_lm(vocab: int, d: int, hidden: int, layers: int = 1) -> nn.Block:
       ``Dense(V)``; input ids ``(m, T)``, output logits ``(m, T, V)``.
     """
     _check_positive("lstm_lm", vocab=vocab, d=d, hidden=hidden, layers=layers)
-    from . import initializers
-
     return nn.Sequential(
         [
-            nn.Embedding(vocab, d, W_init=initializers.normal(0.1)),
+            nn.Embedding(vocab, d, W_init="normal"),
             *[nn.LSTM(hidden) for _ in range(layers)],
             nn.Dense(vocab),
         ]

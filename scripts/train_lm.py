@@ -22,8 +22,9 @@ frequencies of the training part, add-one smoothed).
 Writes, to ``--out`` (default ``runs/lm``), the artefacts of ``scripts/train.py``:
   * ``checkpoint.fnn``: parameters, optimizer state and step after every
     evaluation, with the run's configuration;
-  * ``model.fnn``: the final parameters, with the configuration, the
-    vocabulary and the final metrics as metadata;
+  * ``model.fnn``: the model (architecture as data) and its final parameters
+    (``fnn.checkpoint.save_model``; read back with ``load_model``), with the
+    configuration, the vocabulary and the final metrics as metadata;
   * ``metrics.jsonl``: one JSON line per evaluation;
   * ``curves.png``: bits per character against steps (when matplotlib is
     installed);
@@ -320,10 +321,12 @@ def main(argv=None) -> dict:
         "vocab_size": V,
         "sample": sample,
     }
-    fnn.checkpoint.save(
+    fnn.checkpoint.save_model(
         out / "model.fnn",
-        {"params": params},
-        metadata={**cfg, "vocab": vocab, "in_shape": [T], **summary},
+        model,
+        params,
+        in_shape=(T,),
+        metadata={**cfg, "vocab": vocab, **summary},
     )
     plotted = plot(history, unigram, out / "curves.png")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -51,18 +51,16 @@ def test_quick_gpt_run_beats_unigram_and_writes_artefacts(train_lm, tmp_path, ca
     assert sample in out
 
     # The saved model reloads and gives the loss the summary reports.
+    model, params, state = fnn.checkpoint.load_model(tmp_path / "model.fnn")
     meta = fnn.checkpoint.read_metadata(tmp_path / "model.fnn")
-    vocab, T = meta["vocab"], meta["in_shape"][0]
-    model = train_lm.build(meta, len(vocab))
-    like, _ = nn.init(jax.random.key(0), model, (T,))
-    params = fnn.checkpoint.load(tmp_path / "model.fnn", like={"params": like})[
-        "params"
-    ]
+    vocab, T = meta["vocab"], meta["context"]
+    assert len(vocab) == summary["vocab_size"]
     ids, _ = fnn.datasets.load_pydoc_chars(meta["max_chars"])
     _, valid = fnn.datasets.split_ids(ids, 0.1)
     x, y = fnn.datasets.char_windows(valid, T)
     loss = train_lm.sequence_cross_entropy()
-    J = float(loss.fn(jax.jit(lambda p, x: nn.forward(model, p, x)[0])(params, x), y))
+    logits = jax.jit(lambda p, x: nn.forward(model, p, x, state=state)[0])
+    J = float(loss.fn(logits(params, x), y))
     assert np.isclose(J, summary["valid_loss"], rtol=1e-4)
 
 
