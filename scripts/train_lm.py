@@ -202,10 +202,9 @@ def main(argv=None) -> dict:
     # windows), and as many training windows spread over the training part.
     x_valid, y_valid = _text.char_windows(valid_ids, T)
     stride = max(T, (len(train_ids) - T - 1) // len(x_valid))
-    x_train_eval, y_train_eval = _text.char_windows(train_ids, T, stride)
-    x_train_eval, y_train_eval = x_train_eval[: len(x_valid)], y_train_eval[
-        : len(x_valid)
-    ]
+    x_train_eval, y_train_eval = (
+        w[: len(x_valid)] for w in _text.char_windows(train_ids, T, stride)
+    )
 
     key = jax.random.key(cfg["seed"])
     k_init, k_train, k_sample = jax.random.split(key, 3)
