@@ -64,7 +64,7 @@ from ._mlp import _block_model
 from ._mlp import apply as _mlp_apply
 from ._mlp import backprop as _backprop
 from ._mlp import loss as _mlp_loss
-from .data import _paired_rows, epoch_batches
+from .data import check_examples, epoch_batches
 
 __all__ = [
     "HISTORY_KEYS",
@@ -388,21 +388,26 @@ def _run_epoch(
     def step(carry, batch):
         params, opt_state, state, bad, cause = carry
         s, idx_b, mask_b = batch
-        J, g, new_state = loss_and_grad(
-            params,
-            state,
+        inputs = (
             shard(X[idx_b]),
             shard(y[idx_b]),
             shard(mask_b) if cfg.padded else None,
             jax.random.fold_in(key_epoch, s),
         )
+        J, g, new_state = loss_and_grad(params, state, *inputs)
+
+        def grad_fn(p, *_):  # the batch's gradient elsewhere (SAM's second pass)
+            return loss_and_grad(p, state, *inputs)[1]
+
         g_norm = _optim.global_norm(g)
         J_ok, g_ok = jnp.isfinite(J), jnp.isfinite(g_norm)
         ok = J_ok & g_ok & (bad < 0)
 
         def update(operands):
             g, params, opt_state, state, new_state = operands
-            updates, new_opt_state = optimizer.update(g, opt_state, params)
+            updates, new_opt_state = optimizer.update(
+                g, opt_state, params, grad_fn=grad_fn
+            )
             new_params = _optim.apply_updates(params, updates)
             if not careful:
                 return new_params, new_opt_state, new_state, jnp.asarray(True)
@@ -501,26 +506,22 @@ def _objective(
     )
 
 
-def _n_outputs(obj: _Objective, params, state, X) -> int:
-    out = jax.eval_shape(lambda p, s, x: _outputs(obj, p, s, x), params, state, X[:1])
+def _n_outputs(obj: _Objective, params, state, X: np.ndarray) -> int:
+    """The model's output width, found abstractly (no data is touched)."""
+    x = jax.ShapeDtypeStruct((1, *X.shape[1:]), X.dtype)
+    out = jax.eval_shape(lambda p, s, x: _outputs(obj, p, s, x), params, state, x)
     return out.shape[-1]
 
 
 def _host_check(obj, params, state, X, y, name):
-    """Validate a data set on the host where it enters (see
+    """Validate a data set on the host where it enters, before JAX sees it (see
     :func:`fnn.data.check_examples`); returns ``(X, y)`` as device arrays."""
-    from . import data as _data
-
-    check_examples = getattr(_data, "check_examples", lambda *a, **k: None)
     X, y = np.asarray(X), np.asarray(y)
-    loss_obj = _losses.get(obj.loss)
-    if X.shape[0] == 0:
-        raise ValueError(f"the {name} is empty (0 rows): pass at least one example.")
     check_examples(
         X,
         y,
-        loss=loss_obj,
-        n_outputs=_n_outputs(obj, params, state, jnp.asarray(X[:1])),
+        loss=_losses.get(obj.loss),
+        n_outputs=_n_outputs(obj, params, state, X) if X.ndim and len(X) else None,
         name=name,
     )
     return jnp.asarray(X), jnp.asarray(y)
@@ -557,7 +558,6 @@ def evaluate(
     obj = _objective(
         blocks, activation, loss, output, 0.0, 0.0, 0.0, "autodiff", None, "evaluate"
     )
-    X, y = _paired_rows(X, y)
     X, y = _host_check(obj, params, state, X, y, "evaluation set")
     J, acc = _evaluate(obj, params, state, X, y)
     return {"loss": float(J), "accuracy": _nan_if_negative(acc)}
@@ -641,7 +641,9 @@ def fit(
     Args:
       params: initial parameters: an MLP's ``[{"W", "b"}, ...]`` or, with
         ``blocks``, the model's parameters. Not modified (fit works on a copy).
-      optimizer: an :class:`fnn.optim.Optimizer`.
+      optimizer: an :class:`fnn.optim.Optimizer`; its ``update`` also receives
+        ``grad_fn=`` (parameters -> the batch's gradient), which
+        :func:`fnn.optim.sam` uses for its second gradient and the others ignore.
       X: training inputs ``(n, ...)``; y: training targets, ``(n,)`` integer
         labels or ``(n, k)`` rows. Checked on the host: finite inputs, labels
         that fit the outputs (the message names the row).
@@ -764,11 +766,11 @@ def fit(
     if resume is not None:
         jax.tree.map(lambda a, b: None, params, resume.params)  # same structure
         params, opt_state, state = resume.params, resume.opt_state, resume.state
-    X, y = _paired_rows(X, y, min_rows=1)
     X, y = _host_check(obj, params, state, X, y, "training set")
     if dev is not None:
-        X_dev, y_dev = _paired_rows(*dev)
-        X_dev, y_dev = _host_check(obj, params, state, X_dev, y_dev, "dev set")
+        if not isinstance(dev, tuple | list) or len(dev) != 2:
+            raise ValueError("dev must be a pair (X_dev, y_dev).")
+        X_dev, y_dev = _host_check(obj, params, state, *dev, "dev set")
     n = X.shape[0]
     batch_size = min(int(batch_size), n)
     if mesh is not None and batch_size % mesh.shape["data"]:

@@ -71,6 +71,7 @@ def init_params(
       ValueError: fewer than two sizes, a non-positive or non-integer width, or
         an unknown scheme name.
     """
+    _initializers.check_key(key)
     sizes = _check_sizes(sizes)
     W_init = _initializers.get(scheme)
     blocks = [_nn.Dense(n, W_init=W_init) for n in sizes[1:]]

@@ -239,7 +239,9 @@ def check_examples(
     k = n_outputs
     if kind == "softmax":
         if jnp.issubdtype(y.dtype, jnp.integer):
-            if y.ndim == 1:
+            # Class labels (m,), or token ids (m, T) for logits over sequences.
+            sequence = loss_obj.name == "sequence_cross_entropy"
+            if y.ndim == (2 if sequence else 1):
                 hi = None if k is None else k - 1
                 bad = _first_bad(
                     y, lambda b: (b < 0) if hi is None else ((b < 0) | (b > hi))

@@ -215,7 +215,12 @@ def normal(stddev: float = 0.05) -> Initializer:
 
 
 def uniform(scale: float = 0.05) -> Initializer:
-    """Symmetric U(−scale, scale); seed 003's XOR experiment uses ``uniform(10.0)``."""
+    """Symmetric U(−scale, scale); seed 003's XOR experiment uses ``uniform(10.0)``.
+
+    Warning: this draws from U(-scale, scale), symmetric around 0 as the
+    seeds' uniform scheme; ``jax.nn.initializers.uniform(scale)`` draws from
+    U[0, scale).
+    """
 
     def init(key, shape, dtype=jnp.float32):
         check_key(key)

@@ -53,6 +53,7 @@ __all__ = [
     "huber",
     "bce",
     "cross_entropy",
+    "sequence_cross_entropy",
     "targets",
     "weight_penalty",
     "weight_penalty_grad",
@@ -90,16 +91,27 @@ def _example_weights(mask: jax.Array | None, m: int, dtype) -> jax.Array:
     return w / jnp.maximum(jnp.sum(w), jnp.ones((), dtype))
 
 
+def _same_shape(out, Y, name):
+    if jnp.shape(Y) != jnp.shape(out):
+        raise ValueError(
+            f"{name} compares outputs {jnp.shape(out)} with targets of shape "
+            f"{jnp.shape(Y)}: they would broadcast silently. Pass targets of the "
+            f"outputs' shape, e.g. fnn.losses.targets(loss, out, y)."
+        )
+
+
 def _mean_loss(
     per_unit: Callable, per_unit_grad: Callable, name: str, fused=None
 ) -> Loss:
     """A loss whose ℓ_i is the mean over output units of ``per_unit(out, Y)``."""
 
     def fn(out, Y, mask=None):
+        _same_shape(out, Y, name)
         w = _example_weights(mask, out.shape[0], out.dtype)
         return jnp.sum(w * jnp.mean(per_unit(out, Y), axis=-1))
 
     def grad(out, Y, mask=None):
+        _same_shape(out, Y, name)
         w = _example_weights(mask, out.shape[0], out.dtype)
         return (w / out.shape[-1])[:, None] * per_unit_grad(out, Y)
 
@@ -282,6 +294,8 @@ def targets(loss: Loss, out: jax.Array, y: Any) -> jax.Array:
     Raises:
       ValueError: labels of the wrong shape, dtype or range for ``loss``.
     """
+    if loss.name == "sequence_cross_entropy":
+        return sequence_targets(out, y)
     y = jnp.asarray(y)
     m, k = out.shape
     if (
@@ -354,3 +368,9 @@ def weight_penalty_grad(params: Any, l1: float = 0.0, l2: float = 0.0) -> Any:
         ),
         params,
     )
+
+
+# The sequence loss (logits (m, T, V)) lives in its own module, built on Loss.
+from ._seqloss import sequence_cross_entropy, sequence_targets  # noqa: E402
+
+_REGISTRY["sequence_cross_entropy"] = sequence_cross_entropy

@@ -138,6 +138,11 @@ def kmeans_pp(key: jax.Array, X: jax.Array, k: int) -> jax.Array:
     again, so the centres are distinct rows as long as X has at least k distinct
     rows (otherwise the surplus centres repeat row 0's draw; see ``Raises``).
 
+    Warning: this is the plain k-means++ seeding of Arthur and Vassilvitskii
+    (2007), one candidate per centre; scikit-learn's default is the greedy
+    variant (2 + log k candidates, keeping the one that lowers the inertia
+    most), so the two draw different centres from the same data.
+
     Args:
       key: PRNG key.
       X: data ``(m, d)``, float.

@@ -23,9 +23,14 @@ formulas are images lost from the text, so fnn uses the standard forms
 ``a0 / (1 + k*epoch)``, ``a0 * gamma**epoch`` and ``a0 * k / sqrt(epoch)``. Seed 003
 ("Adaptive Learning rate") lists a linear decrease, halving on a fixed schedule,
 the 1-cycle policy and SGD with warm restarts.
+
+Convention: a schedule returns float32 (the learning rate the optimizer states
+keep), also under ``jax.enable_x64``, where optax's schedules return float64; a
+float64 run then agrees with optax to the float32 rounding of the rate.
 """
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -39,6 +44,9 @@ __all__ = [
     "constant_schedule",
     "inverse_time_decay",
     "exponential_decay",
+    "epoch_exponential_decay",
+    "warmup_cosine_decay_schedule",
+    "warmup_stable_decay",
     "inverse_sqrt_decay",
     "linear_schedule",
     "polynomial_schedule",
@@ -150,10 +158,13 @@ def inverse_time_decay(
     return schedule
 
 
-def exponential_decay(
+def epoch_exponential_decay(
     init_value: float, decay_rate: float, steps_per_epoch: int = 1
 ) -> Schedule:
-    """Exponential decay by epoch: ``lr = a0 * gamma ** epoch``.
+    """Exponential decay by epoch: ``lr = a0 * gamma ** epoch`` (seed 000's law).
+
+    Not optax's ``exponential_decay`` (that is :func:`exponential_decay`, whose
+    rate falls continuously over ``transition_steps``).
 
     ``epoch = count // steps_per_epoch`` (zero-based, so ``lr(0) = a0``) and
     ``gamma = decay_rate``; the rate changes by whole epochs (a staircase when
@@ -180,6 +191,95 @@ def exponential_decay(
         return jnp.asarray(a0, jnp.float32) * jnp.power(
             jnp.asarray(gamma, jnp.float32), epoch
         )
+
+    return schedule
+
+
+def exponential_decay(
+    init_value: float,
+    transition_steps: int | None = None,
+    decay_rate: float | None = None,
+    transition_begin: int = 0,
+    staircase: bool = False,
+    end_value: float | None = None,
+    *,
+    steps_per_epoch: int | None = None,
+) -> Schedule:
+    """Exponential decay with optax's meaning and arguments.
+
+    ::
+
+        p = max(count - transition_begin, 0) / transition_steps   (floor if staircase)
+        lr = init_value * decay_rate ** p,   clipped at end_value when given
+        lr = init_value for count < transition_begin
+
+    Warning: before fnn 0.2 this name meant seed 000's per-epoch law
+    ``exponential_decay(init_value, decay_rate, steps_per_epoch)``, now
+    :func:`epoch_exponential_decay`. A call in that old form (a fractional
+    ``transition_steps`` with no ``decay_rate``, or ``steps_per_epoch=``) still
+    gives the old schedule, with a ``DeprecationWarning``; it goes in the next
+    release.
+
+    Args:
+      init_value: the rate at count 0.
+      transition_steps: ``> 0`` steps over which the rate is multiplied by
+        ``decay_rate``.
+      decay_rate: ``> 0`` (``< 1`` decays).
+      transition_begin: ``>= 0`` steps held at ``init_value`` first.
+      staircase: decay in whole multiples of ``transition_steps``.
+      end_value: the bound the rate does not pass (a floor when decaying).
+
+    Returns:
+      A schedule ``count -> float32 scalar``.
+
+    References:
+      optax ``exponential_decay`` (same arguments and values); TensorFlow's
+      ``ExponentialDecay``.
+    """
+    old_form = steps_per_epoch is not None or (
+        decay_rate is None
+        and isinstance(transition_steps, float)
+        and not float(transition_steps).is_integer()
+    )
+    if old_form:
+        warnings.warn(
+            "exponential_decay(init_value, decay_rate, steps_per_epoch) is seed "
+            "000's per-epoch law, now fnn.schedules.epoch_exponential_decay; "
+            "exponential_decay takes optax's arguments (init_value, "
+            "transition_steps, decay_rate, ...). The old form goes in the next "
+            "release.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return epoch_exponential_decay(
+            init_value,
+            transition_steps,
+            1 if steps_per_epoch is None else steps_per_epoch,
+        )
+    if transition_steps is None or decay_rate is None:
+        raise ValueError(
+            "exponential_decay needs transition_steps and decay_rate (optax's "
+            "arguments); for seed 000's per-epoch law use "
+            "epoch_exponential_decay(init_value, decay_rate, steps_per_epoch)."
+        )
+    a0 = _check_rate("init_value", init_value)
+    steps = _check_int("transition_steps", transition_steps, minimum=1)
+    gamma = _check_real("decay_rate", decay_rate, minimum=0.0, strict=True)
+    begin = _check_int("transition_begin", transition_begin, minimum=0)
+    end = None if end_value is None else _check_rate("end_value", end_value)
+
+    def schedule(count):
+        p = _f32(jnp.maximum(_count(count) - begin, 0)) / steps
+        if staircase:
+            p = jnp.floor(p)
+        lr = jnp.asarray(a0, jnp.float32) * jnp.power(
+            jnp.asarray(gamma, jnp.float32), p
+        )
+        if end is not None:
+            bound = jnp.asarray(end, jnp.float32)
+            decaying = jnp.asarray(gamma, jnp.float32) < 1
+            lr = jnp.where(decaying, jnp.maximum(lr, bound), jnp.minimum(lr, bound))
+        return lr
 
     return schedule
 
@@ -443,6 +543,11 @@ def one_cycle(
     optax's ``cosine_onecycle_schedule`` and PyTorch's default ``OneCycleLR`` use
     two cosine phases instead.
 
+    Warning: the linear phases end one step later than PyTorch's
+    ``OneCycleLR(three_phase=True, anneal_strategy="linear")``: fnn reaches the
+    peak at count ``t1`` exactly and ``a_end`` at count ``T``, where PyTorch
+    ends each phase one step earlier (at ``phase_end - 1``).
+
     Args:
       transition_steps: ``T >= 2``, the length of the policy.
       peak_value: the top of the cycle.
@@ -589,3 +694,10 @@ def join_schedules(
         return value
 
     return schedule
+
+
+# Warm-up schedules of today's training scripts, in their own module.
+from ._schedules_extra import (  # noqa: E402
+    warmup_cosine_decay_schedule as warmup_cosine_decay_schedule,
+)
+from ._schedules_extra import warmup_stable_decay as warmup_stable_decay  # noqa: E402

@@ -199,7 +199,7 @@ def decay_laws(epochs=100):
     """Learning rate against epoch for seed 000's decay laws and two of seed 003's."""
     laws = {
         "1/(1 + k e), k=0.1": schedules.inverse_time_decay(0.1, 0.1),
-        "0.95^e": schedules.exponential_decay(0.1, 0.95),
+        "0.95^e": schedules.epoch_exponential_decay(0.1, 0.95),
         "k/sqrt(e+1), k=1": schedules.inverse_sqrt_decay(0.1, 1.0),
         "halve every 25": schedules.piecewise_constant_schedule(
             0.1, {25: 0.5, 50: 0.5, 75: 0.5}

@@ -267,7 +267,7 @@ def make_optimizer(cfg: dict, steps_per_epoch: int) -> fnn.optim.Optimizer:
     schedule = {
         "constant": lambda: lr,
         "cosine": lambda: fnn.schedules.cosine_decay_schedule(lr, total, alpha=0.01),
-        "exponential": lambda: fnn.schedules.exponential_decay(
+        "exponential": lambda: fnn.schedules.epoch_exponential_decay(
             lr, 0.95, steps_per_epoch
         ),
         "inverse_time": lambda: fnn.schedules.inverse_time_decay(

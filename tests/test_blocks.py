@@ -237,3 +237,15 @@ def test_prelu_init_and_forward():
     z = jnp.asarray([[-2.0, 0.0, 3.0]])
     y = nn.PReLU().forward(params, {}, z, None, False)[0]
     np.testing.assert_allclose(y, [[-0.5, 0.0, 3.0]])
+
+
+def test_prelu_backward_propagates_nan_and_keeps_inf_finite_slopes():
+    block = nn.PReLU()
+    params, _, _ = block.init(jax.random.key(0), (3,), jnp.float32)
+    with jax.debug_nans(False):
+        z = jnp.asarray(np.array([[np.nan, np.inf, -1.0]], np.float32))
+        _, _, cache = block.forward(params, {}, z, None, False)
+        _, dz = block.backward(params, cache, jnp.ones_like(z))
+        dz = np.asarray(dz)
+    assert np.isnan(dz[0, 0]) and float(dz[0, 1]) == 1.0
+    assert float(dz[0, 2]) == float(params["alpha"][2])

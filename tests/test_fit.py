@@ -142,21 +142,35 @@ def test_callback_can_stop_training():
     assert result.stopped_early and result.history["epoch"] == [0, 1, 2]
 
 
-def test_nan_in_data_stops_with_epoch_and_step_and_keeps_last_good_state():
+def test_nan_in_data_is_refused_before_training_naming_the_row():
     X, y = _toy(jax.random.key(10), n=32)
+    params = fnn.init_params(jax.random.key(11), [5, 4, 3])
+    X_bad = np.array(X)
+    X_bad[5, 2] = np.nan
+    with pytest.raises(ValueError, match="row 5 of X in the training set holds NaN"):
+        fnn.fit(params, optim.sgd(0.1), X_bad, y, key=jax.random.key(12), epochs=1,
+                progress=False)
+
+
+def test_overflow_stops_with_epoch_and_step_and_keeps_last_good_state():
+    """A finite target so large that the squared error overflows: the step is not
+    applied and the error carries the state after exactly the good steps."""
+    X, labels = _toy(jax.random.key(10), n=32)
+    y = jax.nn.one_hot(labels, 3)
     params = fnn.init_params(jax.random.key(11), [5, 4, 3])
     opt, key, batch = optim.sgd(0.1, momentum=0.5), jax.random.key(12), 8
     first_epoch = jax.random.fold_in(jax.random.split(key)[0], 0)
     idx, _ = fnn.data.epoch_batches(first_epoch, 32, batch)
     step = int(np.argwhere(np.asarray(idx) == 5)[0, 0])  # the batch holding row 5
     with jax.debug_nans(False):
-        X_bad = X.at[5, 2].set(jnp.nan)
+        y_bad = y.at[5].set(3e38)
         with pytest.raises(fnn.NonFiniteError, match=f"epoch 0, step {step}") as info:
             fnn.fit(
                 params,
                 opt,
-                X_bad,
-                y,
+                X,
+                y_bad,
+                loss="mse",
                 key=key,
                 epochs=3,
                 batch_size=batch,
@@ -164,9 +178,10 @@ def test_nan_in_data_stops_with_epoch_and_step_and_keeps_last_good_state():
             )
     err = info.value
     assert (err.epoch, err.step) == (0, step)
+    assert err.cause in ("loss", "gradient")
     # The carried state is the one after exactly `step` good steps.
     expected_params, expected_state = _steps_by_hand(
-        params, opt, X, y, key, batch, 1, max_steps=step
+        params, opt, X, y, key, batch, 1, max_steps=step, loss="mse"
     )
     _assert_trees_equal(err.params, expected_params, rtol=1e-6, atol=1e-7)
     assert int(err.opt_state.count) == step

@@ -48,9 +48,9 @@ def test_inverse_time_decay(spe):
 
 
 @pytest.mark.parametrize("spe", [1, 7])
-def test_exponential_decay(spe):
+def test_epoch_exponential_decay(spe):
     check(
-        schedules.exponential_decay(0.2, 0.95, steps_per_epoch=spe),
+        schedules.epoch_exponential_decay(0.2, 0.95, steps_per_epoch=spe),
         lambda t: 0.2 * 0.95 ** (t // spe),
     )
 
@@ -65,7 +65,9 @@ def test_inverse_sqrt_decay(spe):
 
 
 def test_decay_laws_are_constant_within_an_epoch():
-    lr = evaluate(schedules.exponential_decay(1.0, 0.5, steps_per_epoch=10), range(30))
+    lr = evaluate(
+        schedules.epoch_exponential_decay(1.0, 0.5, steps_per_epoch=10), range(30)
+    )
     np.testing.assert_array_equal(lr[:10], 1.0)
     np.testing.assert_array_equal(lr[10:20], 0.5)
     np.testing.assert_array_equal(lr[20:], 0.25)
@@ -118,8 +120,8 @@ def test_linear_warmup():
     )
 
 
-def test_warmup_then_exponential_decay():
-    base = schedules.exponential_decay(0.5, 0.99)
+def test_warmup_then_epoch_exponential_decay():
+    base = schedules.epoch_exponential_decay(0.5, 0.99)
     check(
         schedules.warmup(base, 30, init_value=0.05),
         lambda t: 0.05 + (0.5 - 0.05) * t / 30 if t < 30 else 0.5 * 0.99 ** (t - 30),
@@ -185,7 +187,7 @@ def test_sgdr_restarts_at_period_starts():
 def test_join_schedules_counts_from_each_boundary():
     a = schedules.constant_schedule(1.0)
     b = schedules.linear_schedule(0.5, 0.0, 10)
-    c = schedules.exponential_decay(0.2, 0.5)
+    c = schedules.epoch_exponential_decay(0.2, 0.5)
 
     def ref(t):
         if t < 30:
@@ -230,7 +232,7 @@ def test_bad_arguments_raise(factory, args, match):
 
 def test_bad_value_appears_in_message():
     with pytest.raises(ValueError, match="-3"):
-        schedules.exponential_decay(0.1, -3.0)
+        schedules.epoch_exponential_decay(0.1, -3.0)
 
 
 # --- learning-rate values: finite and >= 0; NumPy, JAX and traced scalars ---------

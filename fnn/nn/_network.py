@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import losses as _losses
+from ..initializers import check_key
 from ._block import Block
 from ._combinators import as_model
 
@@ -69,6 +70,7 @@ def init(
       ``Sequential``). The output shape is :func:`out_shape`, or the third
       value of ``model.init(key, in_shape, dtype)``.
     """
+    check_key(key)
     model = as_model(blocks)
     params, state, _ = model.init(key, _in_shape(model, in_shape), dtype)
     return params, state

@@ -61,7 +61,9 @@ def PReLU(shared: bool = False, alpha_init: float = 0.25) -> Block:
 
     def backward(params, z, dy):
         alpha = params["alpha"]
-        dz = dy * jnp.where(z > 0, jnp.ones((), z.dtype), alpha)
+        # NaN in z stays NaN in dz (a where on z > 0 alone would hide it).
+        slope = jnp.where(z > 0, jnp.ones((), z.dtype), alpha)
+        dz = dy * jnp.where(jnp.isnan(z), z, slope)
         axes = tuple(range(z.ndim if alpha.ndim == 0 else z.ndim - 1))
         dalpha = jnp.sum(dy * jnp.minimum(z, 0), axis=axes)
         return {"alpha": dalpha}, dz

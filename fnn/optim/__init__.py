@@ -1,5 +1,7 @@
 """Hand-written optimizers as ``(init, update)`` state transformers."""
 
+# Schedules are reachable from here too, as in optax.
+from ..schedules import *  # noqa: E402, F403
 from ._base import Optimizer as Optimizer
 from ._base import apply_updates as apply_updates
 from ._first_order import AdadeltaState as AdadeltaState
@@ -18,6 +20,29 @@ from ._first_order import ema_momentum as ema_momentum
 from ._first_order import nadam as nadam
 from ._first_order import rmsprop as rmsprop
 from ._first_order import sgd as sgd
+from ._modern import AdafactorState as AdafactorState
+from ._modern import LarsState as LarsState
+from ._modern import LionState as LionState
+from ._modern import LookaheadParams as LookaheadParams
+from ._modern import LookaheadState as LookaheadState
+from ._modern import MomentsState as MomentsState
+from ._modern import MuonState as MuonState
+from ._modern import SAMState as SAMState
+from ._modern import ScheduleFreeState as ScheduleFreeState
+from ._modern import adafactor as adafactor
+from ._modern import lamb as lamb
+from ._modern import lars as lars
+from ._modern import lion as lion
+from ._modern import lookahead as lookahead
+from ._modern import muon as muon
+from ._modern import nadamw as nadamw
+from ._modern import normalize as normalize
+from ._modern import orthogonalize_via_newton_schulz as orthogonalize_via_newton_schulz
+from ._modern import radam as radam
+from ._modern import sam as sam
+from ._modern import schedule_free_adamw as schedule_free_adamw
+from ._modern import schedule_free_eval_params as schedule_free_eval_params
+from ._modern import schedule_free_sgd as schedule_free_sgd
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
 from ._second_order import BFGSState as BFGSState
@@ -39,6 +64,7 @@ from ._transforms import ScaleByLearningRateState as ScaleByLearningRateState
 from ._transforms import SkipIfNonfiniteState as SkipIfNonfiniteState
 from ._transforms import add_decayed_weights as add_decayed_weights
 from ._transforms import chain as chain
+from ._transforms import clip as clip
 from ._transforms import clip_by_global_norm as clip_by_global_norm
 from ._transforms import clip_by_value as clip_by_value
 from ._transforms import current_learning_rate as current_learning_rate
@@ -49,3 +75,12 @@ from ._transforms import partition as partition
 from ._transforms import scale_by_learning_rate as scale_by_learning_rate
 from ._transforms import skip_if_nonfinite as skip_if_nonfinite
 from ._transforms import weights_only_mask as weights_only_mask
+
+__all__ = sorted(
+    {
+        name
+        for name in dir()
+        if not name.startswith("_") and name not in ("annotations",)
+    }
+    - {"schedules"}
+)

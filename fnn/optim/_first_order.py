@@ -49,7 +49,8 @@ Conventions where the seeds (or libraries) differ, and what fnn does:
     ``chain(add_decayed_weights(wd), adam(...))``.
 """
 
-from typing import NamedTuple
+import warnings
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,7 @@ from ._base import (
     learning_rate_at,
     register_state,
 )
+from ._renamed import _UNSET, renamed
 from ._transforms import (
     Mask,
     as_dtype_of,
@@ -401,6 +403,8 @@ def rmsprop(
     learning_rate: ScalarOrSchedule,
     decay: Scalar = 0.9,
     eps: Scalar = 1e-8,
+    initial_scale: Scalar = 0.0,
+    *,
     centered: bool = False,
     momentum: Scalar = 0.0,
     nesterov: bool = False,
@@ -410,7 +414,7 @@ def rmsprop(
 
     ::
 
-        r_t = rho r_{t-1} + (1 - rho) g_t * g_t,       r_0 = 0
+        r_t = rho r_{t-1} + (1 - rho) g_t * g_t,       r_0 = initial_scale
         s_t = r_t                                      (plain)
         s_t = max(r_t - m_t * m_t, 0),                 (centered=True)
               m_t = rho m_{t-1} + (1 - rho) g_t
@@ -433,6 +437,9 @@ def rmsprop(
       learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       decay: ``rho`` in ``[0, 1)``.
       eps: ``eps >= 0`` (seed 000: 1e-8; seed 001: ``delta``, 1e-6).
+      initial_scale: ``r_0 >= 0`` (optax's fourth argument; 0 as in the seeds
+        and PyTorch). Passing a bool here (the former positional ``centered``)
+        still means ``centered``, with a ``DeprecationWarning``.
       centered: divide by the root of the variance estimate instead.
       momentum: ``beta`` in ``[0, 1)``.
       nesterov: Nesterov form of the momentum (as in ``sgd``).
@@ -445,9 +452,19 @@ def rmsprop(
       seed 000, section 6, RMSprop; seed 001, The RMSProp algorithm;
       seed 003, RMSProp.
     """
+    if isinstance(initial_scale, bool):  # the former fourth positional, centered
+        warnings.warn(
+            "rmsprop's fourth positional argument is optax's initial_scale: pass "
+            "centered=... by keyword (the positional form goes in the next "
+            "release).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        centered, initial_scale = initial_scale, 0.0
     learning_rate = check_learning_rate(learning_rate)
     decay = check_unit_interval("decay", decay)
     eps = check_nonnegative("eps", eps)
+    initial_scale = check_nonnegative("initial_scale", initial_scale)
     momentum = check_unit_interval("momentum", momentum)
     for name, value in [
         ("centered", centered),
@@ -464,7 +481,7 @@ def rmsprop(
         return RmspropState(
             count,
             learning_rate_at(learning_rate, count),
-            _zeros(params),
+            jax.tree.map(lambda z: z + as_dtype_of(initial_scale, z), _zeros(params)),
             _zeros(params) if centered else None,
             _zeros(params) if use_velocity else None,
         )
@@ -754,7 +771,9 @@ def adamw(
     b2: Scalar = 0.999,
     eps: Scalar = 1e-8,
     weight_decay: Scalar = 1e-4,
-    weight_decay_mask: Mask | None = None,
+    mask: Mask | None = None,
+    *,
+    weight_decay_mask: Any = _UNSET,
 ) -> Optimizer:
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019).
 
@@ -762,7 +781,7 @@ def adamw(
 
         u_t = -alpha_t (m^_t / (sqrt(v^_t) + eps) + wd * theta_{t-1})
 
-    with the decay term only on leaves where ``weight_decay_mask`` is ``True``.
+    with the decay term only on leaves where ``mask`` is ``True``.
     The decay is multiplied by the learning rate, as in optax and PyTorch (the
     paper uses a separate schedule multiplier ``eta_t``; with a schedule for
     ``learning_rate`` both shrink together). Unlike coupled L2
@@ -773,8 +792,9 @@ def adamw(
       learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       b1, b2, eps: as in :func:`adam`.
       weight_decay: ``wd >= 0``.
-      weight_decay_mask: pytree of bools or callable ``params -> mask``;
+      mask: pytree of bools or callable ``params -> mask`` (optax's keyword);
         ``weights_only_mask`` leaves biases undecayed. ``None``: decay all.
+      weight_decay_mask: the former name of ``mask`` (deprecated).
 
     Returns:
       An ``Optimizer`` with an :class:`AdamState`; ``update`` needs ``params``.
@@ -783,8 +803,9 @@ def adamw(
       seed 000, section 6, Adam and L1 - L2 regularization; Loshchilov & Hutter,
       "Decoupled Weight Decay Regularization", Algorithm 2.
     """
+    mask = renamed("adamw", "weight_decay_mask", "mask", weight_decay_mask, mask)
     return _adam_family(
-        "adamw", learning_rate, b1, b2, eps, "adamw", weight_decay, weight_decay_mask
+        "adamw", learning_rate, b1, b2, eps, "adamw", weight_decay, mask
     )
 
 
@@ -805,6 +826,11 @@ def adamax(
     The paper has no ``eps``; fnn adds it to the denominator (outside, as for
     Adam) so that a zero gradient history does not divide by zero. PyTorch adds it
     inside the max instead. The infinity-norm average is stored in ``state.v``.
+
+    Warning: the seeds and the paper put ``eps`` outside the max, as here
+    (``u = -alpha m^ / (u_t + eps)`` with ``u_t = max(b2 u_{t-1}, |g|)``); optax
+    and PyTorch put it inside (``max(b2 u_{t-1}, |g| + eps)``). The two agree
+    to within ``eps`` of the denominator.
 
     Args:
       learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.

@@ -72,6 +72,11 @@ def reduce_on_plateau(
     and every update is ``updates * scale``. ``factor = 0.5`` is seed 003's
     "halve the learning rate when the validation error stops improving".
 
+    Warning: fnn's ``patience`` counts the epochs without improvement that
+    trigger the reduction, so ``patience=p`` here equals PyTorch's
+    ``ReduceLROnPlateau(patience=p - 1)`` (PyTorch reduces after ``patience + 1``
+    bad epochs).
+
     Args:
       factor: the multiplier applied at each reduction, in ``(0, 1)``.
       patience: evaluations without improvement before a reduction (``>= 1``).

@@ -780,6 +780,12 @@ def lbfgs(
     the next iteration restarts from the scaled steepest-descent direction
     instead of repeating the same search.
 
+    Warning: PyTorch's ``LBFGS(line_search_fn="strong_wolfe")`` differs in two
+    places: its first trial step is ``min(1, 1/|g|_1) * lr`` on the first
+    iteration (fnn: ``min(1, 1/|g|_2)``), and it stores a pair when
+    ``y.s > 1e-10`` (fnn: ``s.y > eps |s| |y|``, scale-free). Trajectories agree
+    where neither test is close.
+
     Args:
       memory_size: ``m >= 1``, the number of pairs kept.
       c1, c2: line-search constants.

@@ -42,6 +42,7 @@ from ._base import (
     register_state,
     state_owner,
 )
+from ._renamed import _UNSET, renamed
 
 Mask = PyTree | Callable[[PyTree], PyTree]
 
@@ -338,6 +339,12 @@ def clip_by_value(max_delta: Scalar) -> Optimizer:
     return Optimizer(init, update)
 
 
+def clip(max_delta: Any) -> "Optimizer":
+    """optax's name for :func:`clip_by_value`: ``u = clip(g, -max_delta,
+    max_delta)`` element-wise."""
+    return clip_by_value(max_delta)
+
+
 def global_norm(tree: PyTree, squared: bool = False) -> jax.Array:
     """``sqrt(sum_leaves sum_i x_i^2)`` (without the root if ``squared``).
 
@@ -540,20 +547,26 @@ class MaskedState(NamedTuple):
     inner_state: PyTree
 
 
-def masked(optimizer: Optimizer, mask: Mask) -> Optimizer:
+def masked(
+    inner: Optimizer | None = None, mask: Mask | None = None, *, optimizer=_UNSET
+) -> Optimizer:
     """Apply ``optimizer`` to the leaves where ``mask`` is ``True``; pass the rest.
 
     ``u_i = optimizer(g)_i`` where ``mask_i``, ``u_i = g_i`` elsewhere (unchanged,
     as in optax). The inner state only holds the masked leaves.
 
     Args:
-      optimizer: the inner ``Optimizer``.
+      inner: the inner ``Optimizer`` (optax's keyword).
       mask: pytree of bools (or callable ``params -> mask``; called on the grads
         in ``update``, which have the same structure).
+      optimizer: the former name of ``inner`` (deprecated).
 
     Returns:
       An ``Optimizer`` with a ``MaskedState``.
     """
+    optimizer = renamed("masked", "optimizer", "inner", optimizer, inner)
+    if optimizer is None:
+        raise TypeError("masked() needs the inner optimizer: masked(inner, mask).")
 
     def init(params):
         check_params(params)
@@ -583,7 +596,10 @@ class PartitionState(NamedTuple):
 
 
 def partition(
-    transforms: dict[Hashable, Optimizer], labels: PyTree | Callable[[PyTree], PyTree]
+    transforms: dict[Hashable, Optimizer],
+    param_labels: PyTree | Callable[[PyTree], PyTree] = None,
+    *,
+    labels: Any = _UNSET,
 ) -> Optimizer:
     """Per-group rules: each leaf is updated by the optimizer of its label.
 
@@ -592,8 +608,9 @@ def partition(
 
     Args:
       transforms: ``{label: Optimizer}``.
-      labels: a pytree of labels with the params' structure, or a callable
-        ``params -> labels``.
+      param_labels: a pytree of labels with the params' structure, or a
+        callable ``params -> labels`` (optax's keyword).
+      labels: the former name of ``param_labels`` (deprecated).
 
     Returns:
       An ``Optimizer`` with a ``PartitionState``.
@@ -603,6 +620,11 @@ def partition(
         opt = partition({"w": adam(1e-3), "b": sgd(1e-2)},
                         lambda p: [{"W": "w", "b": "b"} for _ in p])
     """
+    labels = renamed("partition", "labels", "param_labels", labels, param_labels)
+    if labels is None:
+        raise TypeError(
+            "partition() needs param_labels: partition(transforms, param_labels)."
+        )
     if not isinstance(transforms, dict) or not transforms:
         raise ValueError(f"transforms must be a non-empty dict, got {transforms!r}.")
 

@@ -1,0 +1,26 @@
+"""Keywords renamed to optax's: the old name still works for one release."""
+
+import warnings
+from typing import Any
+
+_UNSET = object()
+
+
+def renamed(function: str, old: str, new: str, old_value: Any, new_value: Any):
+    """The value of keyword ``new``, taking the deprecated ``old`` one (with a
+    ``DeprecationWarning``) when only that was given.
+
+    Raises:
+      TypeError: both were given.
+    """
+    if old_value is _UNSET:
+        return new_value
+    if new_value is not None and new_value is not _UNSET:
+        raise TypeError(f"{function}() got both {old}= and {new}=; pass {new}= only.")
+    warnings.warn(
+        f"{function}({old}=...) is deprecated: use {new}=..., optax's name for the "
+        "same argument. The old keyword goes in the next release.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
