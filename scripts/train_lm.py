@@ -223,7 +223,7 @@ def main(argv=None) -> dict:
         fnn.optim.adamw(
             schedule,
             weight_decay=cfg["weight_decay"],
-            weight_decay_mask=fnn.optim.weights_only_mask,
+            mask=fnn.optim.weights_only_mask,
         ),
     )
     opt_state = optimizer.init(params)
