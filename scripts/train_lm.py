@@ -13,8 +13,9 @@ heads, width 64, context 64; ``--arch lstm``: :func:`fnn.models.lstm_lm`) maps
 ids ``(m, T)`` to next-character logits ``(m, T, V)`` and is trained on random
 windows with AdamW, a warm-up and a cosine decay, on the token-mean sequence
 cross-entropy. ``--grad manual`` (default) computes the gradient by the model's
-hand-written backward (``nn.forward``, the fused softmax error, ``nn.backward``);
-``--grad autodiff`` by ``jax.grad`` of the same loss. Every ``--eval-every`` steps
+hand-written backward (``fnn.backprop(blocks=model)``: the forward, the fused
+softmax error, the reverse walk); ``--grad autodiff`` by ``jax.grad`` of
+``fnn.loss``. Every ``--eval-every`` steps
 it reports the training and validation loss in nats and bits per character
 (bpc = loss / ln 2) against a unigram model's validation bpc (character
 frequencies of the training part, add-one smoothed).
@@ -114,21 +115,12 @@ def build(cfg: dict, vocab_size: int) -> nn.Block:
 
 
 def loss_and_grad_fn(model: nn.Block, grad: str):
-    """``(params, x, y) -> (J, dJ/dθ)`` by the hand-written backward or jax.grad."""
-    loss = sequence_cross_entropy()
-
-    def value(params, x, y):
-        return loss.fn(nn.forward(model, params, x)[0], y)
-
+    """``(params, x, y) -> (J, dJ/dθ)``: :func:`fnn.backprop` (the model's
+    hand-written backward) or ``jax.grad`` of :func:`fnn.loss`."""
+    kw = dict(loss="sequence_cross_entropy", blocks=model)
     if grad == "autodiff":
-        return jax.value_and_grad(value)
-
-    def manual(params, x, y):
-        out, _, caches = nn.forward(model, params, x)
-        grads, _ = nn.backward(model, params, caches, loss.grad(out, y))
-        return loss.fn(out, y), grads
-
-    return manual
+        return jax.value_and_grad(lambda params, x, y: fnn.loss(params, x, y, **kw))
+    return lambda params, x, y: fnn.backprop(params, x, y, **kw)
 
 
 def unigram_bpc(train_ids: np.ndarray, valid_ids: np.ndarray, V: int) -> float:

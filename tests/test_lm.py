@@ -5,8 +5,9 @@
 * causality of the whole GPT: d logits[t] / d X[s] = 0 for every s > t, by the
   Jacobian of the autodiff forward and by the rows of the hand-written backward;
 * the trajectory check (llm.c's test, in float64 against jax.grad instead of
-  PyTorch): 20 AdamW steps from one initialization, with manual gradients and
-  with autodiff, agree in the loss at every step and in the final parameters;
+  PyTorch): 20 AdamW steps from one initialization, with manual gradients
+  (``fnn.backprop(blocks=...)``) and with ``jax.grad`` of ``fnn.loss``, agree in
+  the loss at every step and in the final parameters;
 * the character corpus of the Python documentation and its windows.
 """
 
@@ -186,17 +187,15 @@ def test_gpt_logits_at_t_unchanged_by_later_ids():
 # --- the trajectory check -----------------------------------------------------------
 def _trajectory(model, params, grad, *, steps, T, V, m=4):
     """``steps`` AdamW steps on one batch of ids; returns (losses, params)."""
-    loss = sequence_cross_entropy()
     optimizer = fnn.optim.adamw(1e-2, weight_decay=0.1)
+    kw = dict(loss="sequence_cross_entropy", blocks=model)
 
     def loss_and_grads(params, x, y, mask):
         if grad == "autodiff":
             return jax.value_and_grad(
-                lambda p: loss.fn(nn.forward(model, p, x)[0], y, mask)
+                lambda p: fnn.loss(p, x, y, mask=mask, **kw)
             )(params)
-        out, _, caches = nn.forward(model, params, x)
-        grads, _ = nn.backward(model, params, caches, loss.grad(out, y, mask))
-        return loss.fn(out, y, mask), grads
+        return fnn.backprop(params, x, y, mask=mask, **kw)
 
     # One fixed batch, as in llm.c's test: the loss must fall step by step.
     x = jax.random.randint(jax.random.key(3), (m, T), 0, V)
@@ -247,23 +246,27 @@ def test_manual_and_autodiff_training_trajectories_agree(arch):
         assert np.linalg.norm(a - b) <= 1e-9 * np.linalg.norm(b)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fnn.losses.targets reads outputs as (m, k): the sequence "
-    "cross-entropy on (m, T, V) logits fails in fnn.loss/fnn.backprop/fit",
-)
-def test_backprop_with_blocks_takes_the_sequence_loss():
+def test_backprop_with_blocks_is_the_generic_walk_with_the_sequence_loss():
+    """fnn.backprop(blocks=, loss="sequence_cross_entropy") = nn.forward, the
+    fused error (softmax − onehot)/N, nn.backward; fnn.loss = its J."""
     T, V = 5, 7
     model = gpt(V, 8, 2, 1, T)
     loss = sequence_cross_entropy()
     params, _ = nn.init(jax.random.key(0), model, (T,))
     x = jax.random.randint(jax.random.key(1), (3, T), 0, V)
     y = jnp.roll(x, -1, axis=1)
-    J = jax.jit(lambda p: fnn.loss(p, x, y, loss=loss, blocks=model))(params)
-    grads = jax.jit(lambda p: fnn.backprop(p, x, y, loss=loss, blocks=model))(params)
-    out, _, caches = nn.forward(model, params, x)
-    expected, _ = nn.backward(model, params, caches, loss.grad(out, y))
-    np.testing.assert_allclose(J, loss.fn(out, y), rtol=1e-6)
+    kw = dict(loss="sequence_cross_entropy", blocks=model)
+    J, grads = jax.jit(lambda p: fnn.backprop(p, x, y, **kw))(params)
+    J_loss = jax.jit(lambda p: fnn.loss(p, x, y, **kw))(params)
+
+    @jax.jit
+    def walk(params):
+        out, _, caches = nn.forward(model, params, x)
+        return loss.fn(out, y), nn.backward(model, params, caches, loss.grad(out, y))
+
+    J_walk, (expected, _) = walk(params)
+    np.testing.assert_allclose(J, J_walk, rtol=1e-6)
+    np.testing.assert_allclose(J_loss, J_walk, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
