@@ -10,6 +10,8 @@ Bundled (``fnn/datasets/data/``, attribution in its README):
   ``load_digits`` (1797 x 64, 10 classes), ``load_breast_cancer`` (569 x 30,
   binary), ``load_diabetes`` (442 x 10, regression).
 Generated: ``xor``, ``line`` (seed 003), ``two_moons``, ``two_spirals``.
+Text: ``load_pydoc_chars`` (the Python documentation as character ids) and
+next-character windows (``char_windows``, ``random_char_windows``).
 From a user folder: ``read_idx``, ``load_mnist``, ``load_fashion_mnist``.
 """
 
@@ -24,6 +26,13 @@ from ._idx import FASHION_MNIST_CLASSES as FASHION_MNIST_CLASSES
 from ._idx import load_fashion_mnist as load_fashion_mnist
 from ._idx import load_mnist as load_mnist
 from ._idx import read_idx as read_idx
+from ._text import char_ids as char_ids
+from ._text import char_windows as char_windows
+from ._text import decode_chars as decode_chars
+from ._text import load_pydoc_chars as load_pydoc_chars
+from ._text import pydoc_text as pydoc_text
+from ._text import random_char_windows as random_char_windows
+from ._text import split_ids as split_ids
 from ._toy import line as line
 from ._toy import two_moons as two_moons
 from ._toy import two_spirals as two_spirals
@@ -45,4 +54,11 @@ __all__ = [
     "two_moons",
     "two_spirals",
     "xor",
+    "char_ids",
+    "char_windows",
+    "decode_chars",
+    "load_pydoc_chars",
+    "pydoc_text",
+    "random_char_windows",
+    "split_ids",
 ]
