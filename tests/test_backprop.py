@@ -161,15 +161,16 @@ def test_block_backward_equals_vjp(name, block, in_shape, train):
 def test_loss_blocks_grad_equals_vjp():
     """The loss block's backward, ∂J/∂out, is the vjp of its forward at 1."""
     with jax.enable_x64(True):
-        out = jax.random.normal(jax.random.key(0), (4, 3), jnp.float64)
         for name in fnn.losses.names():
             loss = fnn.losses.get(name)
+            labels = jnp.asarray([0, 2, 1, 1])
+            out = jax.random.normal(jax.random.key(0), (4, 3), jnp.float64)
+            if name == "sequence_cross_entropy":  # logits (m, T, V), ids (m, T)
+                out, labels = out.reshape(2, 2, 3), labels.reshape(2, 2)
             Y = fnn.losses.targets(
                 loss,
                 out,
-                jnp.asarray([0, 2, 1, 1])
-                if loss.fused_output == "softmax"
-                else jnp.abs(out) / 3,
+                labels if loss.fused_output == "softmax" else jnp.abs(out) / 3,
             )
             _, pullback = jax.vjp(lambda o, loss=loss, Y=Y: loss.fn(o, Y), out)
             np.testing.assert_allclose(loss.grad(out, Y), pullback(1.0)[0], rtol=1e-12)
