@@ -30,6 +30,7 @@ from . import activations as _activations
 from . import initializers as _initializers
 from . import losses as _losses
 from . import nn as _nn
+from .nn._spec import builtin
 
 Params = list[dict[str, jax.Array]]
 
@@ -165,7 +166,7 @@ def _mlp_as_blocks(params, last, activation, drop_rate):
     return blocks, block_params, dense_at
 
 
-@_nn.register
+@builtin
 def mlp(
     sizes: Sequence[int],
     activation: str = "relu",

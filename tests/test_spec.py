@@ -248,13 +248,6 @@ def test_fnn_blocks_are_builtin(name, block, in_shape):
     assert nn.is_builtin(_round_trip(block))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="fnn.mlp is registered with register, not builtin (fnn/_mlp.py), so "
-    "is_builtin is False for fnn's own MLP model and fit(grad='manual') runs the "
-    "first-batch gradient check on it by default",
-)
 def test_mlp_model_is_builtin():
     assert nn.is_builtin(mlp([4, 5, 3]))
 
