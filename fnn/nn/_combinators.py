@@ -89,6 +89,37 @@ def _walk_init(children, key, in_shape, dtype):
     return params, state, tuple(shape)
 
 
+def _branches_init(children, key, in_shape, dtype):
+    """Initialise branches that all read the same input (Residual, Concat)."""
+    params, state, shapes = [], [], []
+    for i, child in enumerate(children):
+        try:
+            p, s, shape = child.init(jax.random.fold_in(key, i), in_shape, dtype)
+        except ShapeError as err:
+            raise _layer_error(i, child, err) from None
+        params.append(p)
+        state.append(s)
+        shapes.append(tuple(shape))
+    return params, state, shapes
+
+
+def _branches_forward(children, params, state, x, key, train):
+    """Run branches that all read ``x``: their outputs, states and caches."""
+    _check_params(params, children)
+    state = _check_state(state, children)
+    keys = _child_keys(key, children, train)
+    outs, new_state, caches = [], [], []
+    for i, child in enumerate(children):
+        try:
+            y, s, cache = child.forward(params[i], state[i], x, keys[i], train)
+        except ShapeError as err:
+            raise _layer_error(i, child, err) from None
+        outs.append(y)
+        new_state.append(s)
+        caches.append(cache)
+    return outs, new_state, caches
+
+
 @builtin
 def Sequential(blocks: Sequence[Block]) -> Block:
     """The blocks in order: y = f_L(... f_2(f_1(x))).
@@ -161,15 +192,7 @@ def Residual(block: Block, projection: Block | None = None) -> Block:
     )
 
     def init(key, in_shape, dtype):
-        params, state, shapes = [], [], []
-        for i, child in enumerate(children):
-            try:
-                p, s, shape = child.init(jax.random.fold_in(key, i), in_shape, dtype)
-            except ShapeError as err:
-                raise _layer_error(i, child, err) from None
-            params.append(p)
-            state.append(s)
-            shapes.append(tuple(shape))
+        params, state, shapes = _branches_init(children, key, in_shape, dtype)
         skip = shapes[1] if projection is not None else tuple(in_shape)
         if shapes[0] != skip:
             raise ShapeError(
@@ -184,18 +207,9 @@ def Residual(block: Block, projection: Block | None = None) -> Block:
         return params, state, shapes[0]
 
     def forward(params, state, x, key, train):
-        _check_params(params, children)
-        state = _check_state(state, children)
-        keys = _child_keys(key, children, train)
-        outs, new_state, caches = [], [], []
-        for i, child in enumerate(children):
-            try:
-                y, s, cache = child.forward(params[i], state[i], x, keys[i], train)
-            except ShapeError as err:
-                raise _layer_error(i, child, err) from None
-            outs.append(y)
-            new_state.append(s)
-            caches.append(cache)
+        outs, new_state, caches = _branches_forward(
+            children, params, state, x, key, train
+        )
         skip = outs[1] if projection is not None else x
         return outs[0] + skip, new_state, caches
 
@@ -235,15 +249,7 @@ def Concat(blocks: Sequence[Block]) -> Block:
     children = _check_children(blocks, "Concat")
 
     def init(key, in_shape, dtype):
-        params, state, shapes = [], [], []
-        for i, child in enumerate(children):
-            try:
-                p, s, shape = child.init(jax.random.fold_in(key, i), in_shape, dtype)
-            except ShapeError as err:
-                raise _layer_error(i, child, err) from None
-            params.append(p)
-            state.append(s)
-            shapes.append(tuple(shape))
+        params, state, shapes = _branches_init(children, key, in_shape, dtype)
         if len({shape[:-1] for shape in shapes}) != 1 or not all(shapes):
             raise ShapeError(
                 f"Concat joins branch outputs on the last axis; their other axes "
@@ -253,18 +259,9 @@ def Concat(blocks: Sequence[Block]) -> Block:
         return params, state, (*shapes[0][:-1], width)
 
     def forward(params, state, x, key, train):
-        _check_params(params, children)
-        state = _check_state(state, children)
-        keys = _child_keys(key, children, train)
-        outs, new_state, caches = [], [], []
-        for i, child in enumerate(children):
-            try:
-                y, s, cache = child.forward(params[i], state[i], x, keys[i], train)
-            except ShapeError as err:
-                raise _layer_error(i, child, err) from None
-            outs.append(y)
-            new_state.append(s)
-            caches.append(cache)
+        outs, new_state, caches = _branches_forward(
+            children, params, state, x, key, train
+        )
         # The split points travel in the cache as zero-size arrays: their static
         # shapes survive jit, where plain ints would become tracers.
         widths = [jnp.zeros((0, y.shape[-1]), jnp.int8) for y in outs]

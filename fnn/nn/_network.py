@@ -133,6 +133,14 @@ def backward(
     return as_model(blocks).backward(params, caches, dout)
 
 
+def _objective(model, params, x, y, loss, state, key, train, mask, l1, l2):
+    """J = loss(out, y) + Ω(θ), the new state, and what the backward reads."""
+    out, new_state, caches = model.forward(params, state, x, key, train)
+    Y = _losses.targets(loss, out, y)
+    J = loss.fn(out, Y, mask) + _losses.weight_penalty(params, l1, l2)
+    return J, new_state, (out, Y, caches)
+
+
 def loss_and_grad(
     blocks: Blocks,
     params: Any,
@@ -157,9 +165,9 @@ def loss_and_grad(
     """
     loss = _losses.get(loss)
     model = as_model(blocks)
-    out, new_state, caches = model.forward(params, state, x, key, train)
-    Y = _losses.targets(loss, out, y)
-    J = loss.fn(out, Y, mask) + _losses.weight_penalty(params, l1, l2)
+    J, new_state, (out, Y, caches) = _objective(
+        model, params, x, y, loss, state, key, train, mask, l1, l2
+    )
     grads, _ = model.backward(params, caches, loss.grad(out, Y, mask))
     if l1 or l2:
         grads = jax.tree.map(
@@ -188,7 +196,17 @@ def loss_value(
     Returns:
       ``(J, new_state)``.
     """
-    loss = _losses.get(loss)
-    out, new_state, _ = as_model(blocks).forward(params, state, x, key, train)
-    Y = _losses.targets(loss, out, y)
-    return loss.fn(out, Y, mask) + _losses.weight_penalty(params, l1, l2), new_state
+    J, new_state, _ = _objective(
+        as_model(blocks),
+        params,
+        x,
+        y,
+        _losses.get(loss),
+        state,
+        key,
+        train,
+        mask,
+        l1,
+        l2,
+    )
+    return J, new_state
