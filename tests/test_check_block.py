@@ -80,6 +80,13 @@ BLOCKS = [
 ]
 
 NESTED = [
+    # fnn.mlp: the design card's MLP as a model value, dropout on in training mode
+    (
+        "mlp_with_dropout_train",
+        fnn.mlp([F[0], 5, 4], activation="tanh", drop_rate=0.3, b_init="normal"),
+        F,
+        True,
+    ),
     # A residual of a Sequential holding BatchNorm and Dropout, in training mode
     (
         "residual_of_sequential_bn_dropout_train",
@@ -183,7 +190,7 @@ def test_every_builtin_constructor_is_checked():
     cases = [getattr(c, "values", c) for c in BLOCKS + NESTED]
     covered = {b.spec["block"] for _, m, _, _ in cases for b in _walk(m)}
     builtin = fnn.nn._spec._BUILTIN
-    assert len(builtin) >= 14 and builtin <= set(nn.__all__)
+    assert len(builtin) >= 14 and builtin <= set(nn.__all__) | set(fnn.__all__)
     assert builtin <= covered, builtin - covered
 
 
