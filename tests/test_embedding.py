@@ -312,7 +312,7 @@ def test_sequence_cross_entropy_all_masked_and_errors():
         (nn.Embedding(4, 3), (5,), np.array([[0, 1, 1, 3, 1], [2, 2, 0, 0, 1]])),
         (nn.PositionalEmbedding(6, 3), (4, 3), None),
         (nn.RMSNorm(), (3, 4), None),
-        (nn.LayerNorm(axis=-1), (3, 4), None),
+        pytest.param(nn.LayerNorm(axis=-1), (3, 4), None, marks=pytest.mark.slow),
     ],
     ids=["embedding", "positional", "rmsnorm", "layernorm_last"],
 )

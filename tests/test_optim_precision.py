@@ -98,6 +98,44 @@ CASES = {
         ),
         0.02,
     ),
+    "lion": (("lion",), lambda: optim.lion(0.01, weight_decay=0.0), 0.02),
+    "lamb": (("lamb",), lambda: optim.lamb(0.05), 0.02),
+    "lars": (("lars",), lambda: optim.lars(0.1), 0.02),
+    "adafactor": (
+        ("adafactor",),
+        lambda: optim.adafactor(0.05, multiply_by_parameter_scale=False),
+        0.02,
+    ),
+    "radam": (("radam",), lambda: optim.radam(0.05), 0.02),
+    "nadamw": (("nadamw",), lambda: optim.nadamw(0.05), 0.02),
+    "muon": (("muon",), lambda: optim.muon(0.05), 0.02),
+    "schedule_free_adamw": (
+        ("schedule_free_adamw",),
+        lambda: optim.schedule_free_adamw(0.05),
+        0.02,
+    ),
+    "schedule_free_sgd": (
+        ("schedule_free_sgd",),
+        lambda: optim.schedule_free_sgd(0.1),
+        0.02,
+    ),
+    "normalized_sgd": (
+        ("normalize",),
+        lambda: optim.chain(optim.normalize(), optim.sgd(0.05)),
+        0.02,
+    ),
+    "sam": (
+        ("sam",),
+        lambda: optim.sam(
+            optim.adam(0.05), optim.chain(optim.normalize(), optim.sgd(0.01))
+        ),
+        0.02,
+    ),
+    "lookahead": (
+        ("lookahead",),
+        lambda: optim.lookahead(optim.sgd(0.1), 5, 0.5),
+        0.02,
+    ),
     "newton": (("newton",), lambda: optim.newton(), 0.02),
     "bfgs": (("bfgs",), lambda: optim.bfgs(), 0.02),
     "lbfgs": (("lbfgs",), lambda: optim.lbfgs(3), 0.02),
@@ -114,6 +152,8 @@ _NOT_FACTORIES = {
     "current_learning_rate",
     "global_norm",
     "minimize",
+    "orthogonalize_via_newton_schulz",
+    "schedule_free_eval_params",
     "strong_wolfe_line_search",
     "weights_only_mask",
 }
@@ -127,6 +167,24 @@ def test_every_optimizer_factory_has_a_precision_case():
     } - _NOT_FACTORIES
     covered = {name for names, _, _ in CASES.values() for name in names}
     assert factories - covered == set()
+
+
+# These keep their moments in the parameters' dtype by default (``mu_dtype=None``)
+# and do not yet follow the float32 accumulation rule: expected to fail until
+# they do (strict, so the mark must go when they are fixed).
+_SIXTEEN_BIT_STATE = {
+    "lion",
+    "lamb",
+    "lars",
+    "adafactor",
+    "radam",
+    "nadamw",
+    "muon",
+    "schedule_free_adamw",
+    "schedule_free_sgd",
+    "sam",
+    "lookahead",
+}
 
 
 def _step(opt):
@@ -145,7 +203,20 @@ def _avals(tree):
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(
+                name in _SIXTEEN_BIT_STATE,
+                reason="keeps 16-bit optimizer state",
+                strict=True,
+            ),
+        )
+        for name in sorted(CASES)
+    ],
+)
 def test_low_precision_one_and_hundred_steps(name, dtype):
     _, make, ratio = CASES[name]
     opt = make()

@@ -68,8 +68,8 @@ CASES = [
     # (kind, m, T, d, hidden, return_sequences, initial_state)
     ("lstm", 2, 1, 3, 4, True, "zeros"),
     ("lstm", 3, 5, 2, 3, True, "learned"),
-    ("lstm", 2, 4, 3, 2, False, "zeros"),
-    ("gru", 2, 1, 3, 4, True, "zeros"),
+    pytest.param("lstm", 2, 4, 3, 2, False, "zeros", marks=pytest.mark.slow),
+    pytest.param("gru", 2, 1, 3, 4, True, "zeros", marks=pytest.mark.slow),
     ("gru", 3, 5, 2, 3, True, "learned"),
     ("gru", 2, 4, 3, 2, False, "learned"),
 ]
@@ -129,8 +129,8 @@ def test_initial_state_gradients_match_vjp():
             (nn.GRU, nn.gru_forward, nn.gru_backward, 1),
         ):
             params, _, _ = make(4).init(jax.random.fold_in(key, 5), (5, 3), jnp.float64)
-            H, cache = fwd(params, X, *s0[:n])
-            grads, dX, d_init = bwd(params, cache, dH)
+            H, cache = jax.jit(fwd)(params, X, *s0[:n])
+            grads, dX, d_init = jax.jit(bwd)(params, cache, dH)
             auto = jax.vjp(
                 lambda p, x, *s, fwd=fwd: fwd(p, x, *s)[0], params, X, *s0[:n]
             )[1](dH)
@@ -180,7 +180,10 @@ def test_recurrent_language_model_stack_backprop(make):
 
 @pytest.mark.parametrize(
     "block",
-    [nn.LSTM(3, initial_state="learned"), nn.GRU(3, False)],
+    [
+        pytest.param(nn.LSTM(3, initial_state="learned"), marks=pytest.mark.slow),
+        nn.GRU(3, False),
+    ],
     ids=["lstm_learned", "gru_last"],
 )
 def test_check_block_passes(block):

@@ -221,7 +221,7 @@ def sgd(
         check_state(
             state, SgdState, "sgd", **expect, hint=" (momentum > 0 keeps a velocity)"
         )
-        check_grads(grads, params, state.velocity)
+        check_grads(grads, params, state.velocity, state_shapes=True)
         lr = raw_learning_rate(learning_rate, state.count)
         if use_velocity:
             pairs = jax.tree.map(
@@ -288,7 +288,7 @@ def ema_momentum(learning_rate: ScalarOrSchedule, beta: Scalar = 0.9) -> Optimiz
 
     def update(grads, state, params=None, **extra):
         check_state(state, EmaMomentumState, "ema_momentum")
-        check_grads(grads, params, state.V)
+        check_grads(grads, params, state.V, state_shapes=True)
         lr = raw_learning_rate(learning_rate, state.count)
         V = jax.tree.map(
             lambda g, v: (
@@ -370,7 +370,7 @@ def adagrad(
 
     def update(grads, state, params=None, **extra):
         check_state(state, AdagradState, "adagrad")
-        check_grads(grads, params, state.r)
+        check_grads(grads, params, state.r, state_shapes=True)
         lr = raw_learning_rate(learning_rate, state.count)
         r = jax.tree.map(
             lambda g, r: r + g.astype(r.dtype) * g.astype(r.dtype), grads, state.r
@@ -498,7 +498,9 @@ def rmsprop(
             **expect,
             hint=" (centered=True keeps a mean, momentum > 0 a velocity)",
         )
-        check_grads(grads, params, state.r, state.mean, state.velocity)
+        check_grads(
+            grads, params, state.r, state.mean, state.velocity, state_shapes=True
+        )
         lr = raw_learning_rate(learning_rate, state.count)
         rho = decay
         # Everything in the accumulation dtype of the state (g cast to it).
@@ -591,7 +593,7 @@ def adadelta(
 
     def update(grads, state, params=None, **extra):
         check_state(state, AdadeltaState, "adadelta")
-        check_grads(grads, params, state.Eg2, state.Edx2)
+        check_grads(grads, params, state.Eg2, state.Edx2, state_shapes=True)
         lr = raw_learning_rate(learning_rate, state.count)
 
         def leaf(g_in, eg2, edx2):
@@ -696,7 +698,7 @@ def _adam_family(
         )
         if decoupled:
             require_params(params, name)
-        check_grads(grads, params, state.m, state.v, state.v_max)
+        check_grads(grads, params, state.m, state.v, state.v_max, state_shapes=True)
         lr = raw_learning_rate(learning_rate, state.count)
         g_leaves, treedef = jax.tree.flatten(grads)
         n = len(g_leaves)

@@ -97,12 +97,18 @@ def _first_shape_mismatch(reference: PyTree, other: PyTree):
 
 
 def check_grads(
-    grads: PyTree, params: PyTree | None, *state_trees: PyTree, what: str = "grads"
+    grads: PyTree,
+    params: PyTree | None,
+    *state_trees: PyTree,
+    what: str = "grads",
+    state_shapes: bool = False,
 ) -> None:
     """Check ``grads`` against ``params`` and the per-parameter trees of a state.
 
     ``what`` names ``grads`` in the messages (``"updates"`` for a transform that
-    comes after another in a chain).
+    comes after another in a chain). ``state_shapes`` also compares the leaf
+    shapes of ``state_trees`` with the gradients' (for states whose leaves have
+    the parameters' shapes; factored states such as Adafactor's do not).
 
     Structures and leaf shapes must agree (shapes are static, so under ``jit``
     this costs nothing at run time).
@@ -122,7 +128,7 @@ def check_grads(
                 f"{what} leaf {bad[0]} has shape {bad[2]}, but the params leaf there "
                 f"has shape {bad[1]}: each gradient must have its parameter's shape."
             )
-    for tree in state_trees:
+    for tree in state_trees if state_shapes else ():
         if tree is None:
             continue
         bad = _first_shape_mismatch(tree, grads)
