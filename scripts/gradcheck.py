@@ -9,7 +9,8 @@ Two parts, both in float64 with seed 000's relative difference
   mode: every activation once, the losses taken in turn, depth 2);
 * the blocks: ``fnn.nn.check_block`` checks every block of ``fnn.nn`` (Dense,
   Activation, Dropout in training mode, BatchNorm in both modes, LayerNorm,
-  Conv2D, the poolings, Flatten, Maxout, PReLU) and the combinators
+  Conv2D, the poolings, Flatten, Maxout, PReLU, the embeddings, RMSNorm,
+  LSTM, GRU, multi-head attention) and the combinators
   (Sequential, Residual, Concat, nested) leaf by leaf, and its table is printed.
 
 A row fails (verdict ``WRONG``) when manual vs autodiff exceeds ``--tol-auto``
@@ -55,7 +56,9 @@ ACTIVATIONS = tuple(fnn.activations.names())
 LOSSES = ("mse", "bce", "cross_entropy", "huber")
 DEPTHS = (1, 2, 3)
 #: Flat inputs of width 4 and 5x5x2 images (shared shapes compile once).
-FLAT, IMAGE = (4,), (5, 5, 2)
+FLAT, IMAGE, SEQUENCE = (4,), (5, 5, 2), (3, 4)
+#: Token ids of the embedding check, (m, T) = (3, 5), vocabulary 4.
+IDS = ((0, 1, 1, 3, 1), (2, 2, 0, 0, 1), (3, 0, 2, 1, 1))
 
 
 def buggy_tanh():
@@ -123,6 +126,15 @@ def blocks(quick: bool = False, plant_bug: bool = False):
             True,
         ),
     ]
+    # sequences (m, T, d) = (3, 3, 4); an embedding reads integer ids
+    cases += [
+        (nn.Embedding(4, 3), (5,), False),
+        (nn.PositionalEmbedding(5, 4), SEQUENCE, False),
+        (nn.RMSNorm(), SEQUENCE, False),
+        (nn.LSTM(2), SEQUENCE, False),
+        (nn.GRU(2, return_sequences=False), SEQUENCE, False),
+        (nn.MultiHeadAttention(2, causal=True), SEQUENCE, False),
+    ]
     if not quick:
         cases += [
             (nn.Dense(4, "relu", **b), FLAT, False),
@@ -166,7 +178,8 @@ def check_blocks(quick=False, plant_bug=False, tol_auto=1e-9, tol_fd=1e-5):
     """``fnn.nn.check_block`` of every case of :func:`blocks`: (rows, checks)."""
     rows, checks = [], []
     for block, in_shape, train in blocks(quick, plant_bug):
-        c = fnn.nn.check_block(block, in_shape, train=train, key=jax.random.key(7))
+        x = jnp.array(IDS) if block.name.startswith("Embedding(") else None
+        c = fnn.nn.check_block(block, in_shape, train=train, key=jax.random.key(7), x=x)
         worst_auto = max(r.manual_vs_autodiff for r in c.rows)
         worst_fd = max(r.manual_vs_numerical for r in c.rows)
         worst_fd_smooth = max(

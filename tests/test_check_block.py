@@ -179,6 +179,36 @@ def test_nested_combinators_pass(name, block, in_shape, train):
     assert all(label.startswith("[") for label in labels)
 
 
+SEQ = (3, 4)  # sequences (m, T, d) with T = 3, d = 4
+IDS = jnp.array([[0, 1, 1, 3, 1], [2, 2, 0, 0, 1], [3, 0, 2, 1, 1]])
+
+SEQUENCE = [
+    ("embedding", nn.Embedding(4, 3), IDS.shape[1:], IDS),
+    ("positional_embedding", nn.PositionalEmbedding(5, 4), SEQ, None),
+    ("rmsnorm", nn.RMSNorm(), SEQ, None),
+    # recurrent and attention blocks: slow here, checked in their own test files
+    _slow("lstm", nn.LSTM(2), SEQ, None),
+    _slow("gru_last", nn.GRU(2, return_sequences=False), SEQ, None),
+    _slow("attention_causal", nn.MultiHeadAttention(2, causal=True), SEQ, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "block", "in_shape", "x"),
+    SEQUENCE,
+    ids=[getattr(c, "id", None) or c[0] for c in SEQUENCE],
+)
+def test_sequence_block_passes(name, block, in_shape, x):
+    """Sequence blocks; an embedding reads integer ids (no input row)."""
+    result = nn.check_block(block, in_shape, x=x, key=jax.random.key(7))
+    assert result.passed, result.table()
+    assert (result.rows[0].label == "x (input)") == (x is None)
+    for row in result.rows:
+        assert row.verdict == "ok", result.table()
+        assert row.manual_vs_autodiff <= AUTODIFF_TOL, result.table()
+        assert row.manual_vs_numerical <= NUMERICAL_TOL, result.table()
+
+
 def _walk(block):
     yield block
     for child in block.children:
@@ -187,10 +217,10 @@ def _walk(block):
 
 def test_every_builtin_constructor_is_checked():
     """The cases above cover every block constructor fnn registers as its own."""
-    cases = [getattr(c, "values", c) for c in BLOCKS + NESTED]
+    cases = [getattr(c, "values", c) for c in BLOCKS + NESTED + SEQUENCE]
     covered = {b.spec["block"] for _, m, _, _ in cases for b in _walk(m)}
     builtin = fnn.nn._spec._BUILTIN
-    assert len(builtin) >= 14 and builtin <= set(nn.__all__) | set(fnn.__all__)
+    assert len(builtin) >= 20 and builtin <= set(nn.__all__) | set(fnn.__all__)
     assert builtin <= covered, builtin - covered
 
 
