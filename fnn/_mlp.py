@@ -212,7 +212,8 @@ def mlp(
         W_init=W_init,
         b_init=b_init,
     )
-    return _nn.Sequential(blocks)._replace(in_shape=(sizes[0],))
+    name = f"mlp({sizes}, {activation}, {output})"
+    return _nn.Sequential(blocks)._replace(name=name, in_shape=(sizes[0],))
 
 
 _MLP_DEFAULTS = {"activation": "relu", "output": None, "drop_rate": 0.0}

@@ -114,6 +114,7 @@ def blocks(quick: bool = False, plant_bug: bool = False):
         (nn.Maxout(2, 2, **b), FLAT, False),
         (nn.PReLU(), FLAT, False),
         (nn.Sequential([nn.Dense(4, "tanh", **b), nn.Dense(4, **b)]), FLAT, False),
+        (fnn.mlp([FLAT[0], 3, 2], activation="tanh", **b), FLAT, False),
         (nn.Residual(nn.Dense(2, "tanh", **b), nn.Dense(2, **b)), FLAT, False),
         (nn.Concat([nn.Dense(2, "sigmoid", **b), nn.Dense(2, **b)]), FLAT, False),
         (

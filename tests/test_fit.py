@@ -304,7 +304,7 @@ def test_bad_arguments(kwargs, match):
         _fit_toy(**kwargs)
     X, y = _toy(jax.random.key(0))
     params = fnn.init_params(jax.random.key(1), [5, 4, 3])
-    with pytest.raises(ValueError, match="same positive number of rows"):
+    with pytest.raises(ValueError, match="X has 40 rows but y has 39"):
         fnn.fit(params, optim.sgd(0.1), X, y[:-1], key=jax.random.key(2))
 
 

@@ -212,8 +212,10 @@ def test_schedules_accept_python_ints_and_int64():
     "factory, args, match",
     [
         (schedules.inverse_time_decay, (0.1, -1.0), "decay_rate"),
-        (schedules.exponential_decay, (0.1, 0.0), "decay_rate"),
-        (schedules.exponential_decay, (0.1, 0.9, 0), "steps_per_epoch"),
+        (schedules.epoch_exponential_decay, (0.1, 0.0), "decay_rate"),
+        (schedules.epoch_exponential_decay, (0.1, 0.9, 0), "steps_per_epoch"),
+        (schedules.exponential_decay, (0.1, 0, 0.5), "transition_steps"),
+        (schedules.exponential_decay, (0.1, 5, -0.5), "decay_rate"),
         (schedules.inverse_sqrt_decay, (0.1, 0.0), "k"),
         (schedules.linear_schedule, (1.0, 0.0, 0), "transition_steps"),
         (schedules.linear_schedule, (float("nan"), 0.0, 5), "init_value"),
@@ -248,8 +250,13 @@ RATE_ARGUMENTS = [
         ["init_value"],
     ),
     (
-        schedules.exponential_decay,
+        schedules.epoch_exponential_decay,
         {"init_value": 0.1, "decay_rate": 0.5},
+        ["init_value"],
+    ),
+    (
+        schedules.exponential_decay,
+        {"init_value": 0.1, "transition_steps": 5, "decay_rate": 0.5},
         ["init_value"],
     ),
     (schedules.inverse_sqrt_decay, {"init_value": 0.1, "k": 0.5}, ["init_value"]),
