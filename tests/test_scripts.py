@@ -92,6 +92,7 @@ def test_xor_init_failures(tmp_path):
     assert n <= 1
 
 
+@pytest.mark.slow  # test_check_block covers every block in the default run
 def test_gradcheck_covers_every_activation_and_block(tmp_path, capsys):
     assert gradcheck.main(["--quick", "--no-figure", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
