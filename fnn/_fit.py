@@ -59,7 +59,7 @@ from jax.sharding import PartitionSpec as P
 from . import losses as _losses
 from . import nn as _nn
 from . import optim as _optim
-from ._compare import relative_difference, to_float64
+from ._gradcheck import manual_vs_autodiff
 from ._mlp import _block_model
 from ._mlp import apply as _mlp_apply
 from ._mlp import backprop as _backprop
@@ -571,25 +571,7 @@ def _check_gradients(obj, params, state, X, y, mask, key):
         else _mlp_keywords(obj, obj.loss)
     )
     kw.update(loss=obj.loss, l1=obj.l1, l2=obj.l2, key=key, train=True, mask=mask)
-    with jax.enable_x64(True):
-        p, x = to_float64(params), to_float64(X)
-        if kw.get("state") is not None:
-            kw["state"] = to_float64(kw["state"])
-        _, manual = jax.jit(lambda p: _backprop(p, x, y, **kw))(p)
-        auto = jax.jit(jax.grad(lambda p: _mlp_loss(p, x, y, **kw)))(p)
-        if obj.model is not None:
-            labels = [label for label, _ in _nn.leaf_labels(obj.model, manual)]
-        else:
-            labels = [
-                jax.tree_util.keystr(k)
-                for k, _ in jax.tree_util.tree_flatten_with_path(manual)[0]
-            ]
-        report = {
-            label: relative_difference(m, a)
-            for label, m, a in zip(
-                labels, jax.tree.leaves(manual), jax.tree.leaves(auto), strict=True
-            )
-        }
+    report = manual_vs_autodiff(params, X, y, **kw)
     tol = 1e-6
     if not all(v <= tol for v in report.values()):
         raise GradientMismatchError(report, tol)

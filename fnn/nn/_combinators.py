@@ -77,6 +77,12 @@ def _check_params(params, children):
         )
 
 
+def _combinator(name, children, init, forward, backward) -> Block:
+    """A block made of ``children``: random when any child is."""
+    stochastic = any(c.stochastic for c in children)
+    return Block(name, init, forward, backward, stochastic, children=children)
+
+
 def _walk_init(children, key, in_shape, dtype):
     params, state, shape = [], [], tuple(in_shape)
     for i, child in enumerate(children):
@@ -160,14 +166,7 @@ def Sequential(blocks: Sequence[Block]) -> Block:
         return grads, d
 
     names = ", ".join(c.name for c in children)
-    return Block(
-        f"Sequential([{names}])",
-        init,
-        forward,
-        backward,
-        stochastic=any(c.stochastic for c in children),
-        children=children,
-    )
+    return _combinator(f"Sequential([{names}])", children, init, forward, backward)
 
 
 @builtin
@@ -223,14 +222,7 @@ def Residual(block: Block, projection: Block | None = None) -> Block:
         return grads, dxs[0] + skip
 
     label = block.name if projection is None else f"{block.name}, {projection.name}"
-    return Block(
-        f"Residual({label})",
-        init,
-        forward,
-        backward,
-        stochastic=any(c.stochastic for c in children),
-        children=children,
-    )
+    return _combinator(f"Residual({label})", children, init, forward, backward)
 
 
 @builtin
@@ -279,14 +271,7 @@ def Concat(blocks: Sequence[Block]) -> Block:
         return grads, dx
 
     names = ", ".join(c.name for c in children)
-    return Block(
-        f"Concat([{names}])",
-        init,
-        forward,
-        backward,
-        stochastic=any(c.stochastic for c in children),
-        children=children,
-    )
+    return _combinator(f"Concat([{names}])", children, init, forward, backward)
 
 
 def as_model(blocks: "Block | Sequence[Block]") -> Block:
