@@ -1,4 +1,4 @@
-"""Comparing gradients: seed 000's relative difference and central differences.
+"""Comparing gradients: the relative difference and central differences.
 
 The article "Deep Learning" (January 2020), section 4, "Gradient Checking":
 stack every parameter into one vector θ and compare a gradient dθ with the
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-#: Seed 000's thresholds for the relative difference.
+#: [Deep Learning 2020]'s thresholds for the relative difference.
 CORRECT = 1e-7
 BUG = 1e-3
 
@@ -69,8 +69,9 @@ def to_float64(tree: Any) -> Any:
 
 def verdict(manual_vs_autodiff: float, manual_vs_numerical: float) -> str:
     """``ok``; ``kink`` (the backward equals autodiff but finite differences
-    cross a non-differentiable point); ``suspect`` (between seed 000's 1e-7 and
-    1e-3); ``WRONG`` (1e-3 or more from autodiff)."""
+    cross a non-differentiable point); ``suspect`` (between the 1e-7 and 1e-3 of
+    [Deep Learning 2020, Gradient Checking]); ``WRONG`` (1e-3 or more from
+    autodiff)."""
     if manual_vs_autodiff > CORRECT:
         return "WRONG" if manual_vs_autodiff >= BUG else "suspect"
     return "ok" if manual_vs_numerical <= CORRECT else "kink"

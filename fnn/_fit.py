@@ -1,10 +1,10 @@
 """The training loop: epochs of mini-batch gradient descent, one compiled call each.
 
-Seed 000 §2 "Learning algorithm" and seed 001 "SGD algorithm": initialise θ;
+[Deep Learning 2020, Learning algorithm] and [Laurent, SGD algorithm]: initialise θ;
 for each epoch take a fresh random order of the training set, cut it into
 mini-batches without replacement, and for each batch compute the loss and its
 gradient and update θ; watch the dev loss and stop early when it no longer
-improves (seed 000 §6 "Early stopping", seed 001 "Optimization algorithms").
+improves ([Deep Learning 2020, Early stopping], [Laurent, Optimization algorithms]).
 
 Design, invariants:
   * one epoch is one jitted call: ``lax.scan`` over the epoch's mini-batches,

@@ -1,6 +1,6 @@
 """Gradient checking: manual backprop against finite differences and autodiff.
 
-Seed 000 §4 "Gradient Checking": stack every W and b into one vector θ, and
+[Deep Learning 2020, Gradient Checking]: stack every W and b into one vector θ, and
 compare the backprop gradient dθ with the central difference
 
     dθ_approx[i] = (J(θ + ε e_i) − J(θ − ε e_i)) / (2ε)        (error O(ε²))
@@ -42,8 +42,9 @@ class GradientComparison(NamedTuple):
     Attributes:
       manual, autodiff, numerical: gradient trees (``backprop``, ``jax.grad``,
         central differences), float64.
-      manual_vs_autodiff, manual_vs_numerical, autodiff_vs_numerical: seed 000's
-        relative difference over all parameters.
+      manual_vs_autodiff, manual_vs_numerical, autodiff_vs_numerical: the
+        relative difference of [Deep Learning 2020, Gradient Checking] over all
+        parameters.
       per_leaf: ``{leaf label: (manual vs autodiff, manual vs numerical)}``.
     """
 
@@ -118,8 +119,11 @@ def manual_vs_autodiff(params: Any, x: Any, y: Any, **kwargs: Any) -> dict[str, 
 def grad_check(
     params: Any, x: Any, y: Any, *, eps: float = 1e-7, **kwargs: Any
 ) -> float:
-    """Seed 000's relative difference between :func:`fnn.backprop` and central
-    finite differences of :func:`fnn.loss`, in float64.
+    """[Deep Learning 2020]'s relative difference of backprop and central differences.
+
+    The relative difference of [Deep Learning 2020, Gradient Checking] between
+    :func:`fnn.backprop` and central finite differences of :func:`fnn.loss`, in
+    float64.
 
     Args:
       params, x, y: as for :func:`fnn.loss` (converted to float64).

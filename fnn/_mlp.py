@@ -1,10 +1,11 @@
 """The multilayer perceptron as pure functions on a list of ``{"W", "b"}`` dicts.
 
 ``params[i] = {"W": (n_i, n_{i+1}), "b": (n_{i+1},)}`` for ``sizes = (n_0, ...,
-n_L)``; batch-first, ``Z = A_prev @ W + b`` (the seeds' z = Wᵀa + b with column
-vectors, seed 000 §4). Hidden layers apply ``activation``; the output layer
-applies ``output`` (``identity`` for regression, ``sigmoid`` for binary,
-``softmax`` for multi-class classification, seed 001/003).
+n_L)``; batch-first, ``Z = A_prev @ W + b`` (the sources' z = Wᵀa + b with column
+vectors, [Deep Learning 2020, Forward - Backpropagation]). Hidden layers apply
+``activation``; the output layer applies ``output`` (``identity`` for regression,
+``sigmoid`` for binary, ``softmax`` for multi-class classification;
+[Laurent; Neacșu & Vasilescu]).
 
 These functions are built on :mod:`fnn.nn` blocks: an MLP is
 ``[Dropout?, Dense(activation)] * (L - 1) + [Dropout?, Dense(output)]``, and
@@ -15,7 +16,7 @@ activation travels with the model; :func:`apply`, :func:`loss` and
 
 When the loss is cross-entropy or BCE the output activation (softmax or sigmoid)
 is fused into the loss, which then reads the last layer's pre-activation Z_L
-(logits); this is both the stable way to compute it and the seeds' output
+(logits); this is both the stable way to compute it and the sources' output
 error f(x) − e(y).
 """
 
@@ -57,7 +58,8 @@ def init_params(
     """Initial parameters of an MLP with layer widths ``sizes``.
 
     Weights from ``scheme`` (a name from :func:`fnn.initializers.names` or a
-    callable ``scheme(key, shape, dtype)``), biases zero (seed 000 §3, seed 003).
+    callable ``scheme(key, shape, dtype)``), biases zero
+    ([Deep Learning 2020, Parameter initialization]; [Neacșu & Vasilescu]).
 
     Args:
       key: PRNG key.
@@ -82,7 +84,7 @@ def init_params(
 
 def dropout_rates(n_layers: int, input: float = 0.2, hidden: float = 0.5) -> tuple:
     """Per-layer drop rates ``(input, hidden, ..., hidden)`` for an MLP of
-    ``n_layers`` dense layers; the defaults are seed 001's (0.2 on the input
+    ``n_layers`` dense layers; the defaults are [Laurent]'s (0.2 on the input
     layer, 0.5 on hidden layers)."""
     return (input,) + (hidden,) * (n_layers - 1)
 
@@ -386,7 +388,7 @@ def backprop(
     blocks: "_nn.Block | Sequence[_nn.Block] | None" = None,
     state: Any = None,
 ) -> tuple[jax.Array, Any]:
-    """``(J, ∂J/∂θ)`` by the seeds' backpropagation equations, no autodiff.
+    """``(J, ∂J/∂θ)`` by the sources' backpropagation equations, no autodiff.
 
     Forward pass caching A_prev and Z per layer; the fused output error
     ``(ŷ − y)/m`` (softmax + cross-entropy, sigmoid + BCE) or ∂J/∂ŷ then

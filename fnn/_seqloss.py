@@ -10,13 +10,13 @@ padding; all ones without a mask) and N = max(Σ w, 1) the number of real tokens
 
 log softmax is Z − logsumexp(Z) computed from Z − max Z, finite for any logits.
 The gradient is the fused softmax + cross-entropy error of :mod:`fnn.losses`
-(seed 001's f(x) − e(y)) at every position, with the 1/N of the token mean
+([Laurent]'s f(x) − e(y)) at every position, with the 1/N of the token mean
 inside: the error that starts backpropagation through a language model.
 
 The mask is ``(m, T)`` (per token: padding after the end of a sequence) or ``(m,)``
 (per sequence: a padded batch; every token of a real sequence counts).
 
-References: seed 001, "Backpropagation algorithm for classification"; Bengio et
+References: [Laurent, Backpropagation algorithm for classification]; Bengio et
 al. (2003), "A Neural Probabilistic Language Model" (per-token log-likelihood);
 PyTorch ``nn.CrossEntropyLoss`` on ``(m·T, V)`` with ``ignore_index``, mean
 reduction (the same value).

@@ -2,9 +2,9 @@
 
 An :class:`Activation` holds ``fn(z)``, the elementwise derivative ``grad(z)``
 (ψ'(z)) and ``vjp(z, dA)``, the product ``dA ⊙ ψ'(Z)`` that backpropagation uses
-(seed 000, section 4: ``dZ = dA ⋆ ψ'(Z)``). For softmax, the one activation that
-is not elementwise, ``grad(z)`` returns the full Jacobian and ``vjp`` contracts it
-without building it.
+([Deep Learning 2020, Forward - Backpropagation]: ``dZ = dA ⋆ ψ'(Z)``). For
+softmax, the one activation that is not elementwise, ``grad(z)`` returns the full
+Jacobian and ``vjp`` contracts it without building it.
 
 Invariants (tested for every activation):
   * ``grad(z) == jax.vmap(jax.grad(fn))(z)`` elementwise (softmax: the Jacobian);
@@ -14,23 +14,24 @@ Invariants (tested for every activation):
     NaN input must not become a finite activation; ``jax.nn.relu`` and fnn agree
     on the value, while ``jax.grad`` of a ``where`` would give a finite derivative).
 
-Conventions at the kinks, where the seeds are silent or differ:
-  * ``relu``: ψ'(0) = 0, as in JAX (seed 000 writes x·1{x ≥ 0}, which would
+Conventions at the kinks, where the sources are silent or differ:
+  * ``relu``: ψ'(0) = 0, as in JAX ([Deep Learning 2020] writes x·1{x ≥ 0}, which would
     give 1; the derivative at a single point never matters for training).
-  * ``leaky_relu``: ψ'(0) = 1 (the ``x ≥ 0`` branch, as seed 000 writes it).
+  * ``leaky_relu``: ψ'(0) = 1 (the ``x ≥ 0`` branch, as [Deep Learning 2020] writes it).
   * ``elu``/``selu``: ψ'(0) = scale·α, the left branch (1 for ELU with α = 1,
     where both sides agree).
-  * ``step``: 1{z ≥ β} as seeds 002/003 write it (seed 001 writes the strict
-    1{z > β}); its derivative is 0 almost everywhere and fnn returns 0
-    everywhere, so a step network cannot learn by gradient descent (seed 002's
+  * ``step``: 1{z ≥ β} as [Balvert; Neacșu & Vasilescu] write it ([Laurent] writes the
+    strict 1{z > β}); its derivative is 0 almost everywhere and fnn returns 0
+    everywhere, so a step network cannot learn by gradient descent ([Balvert]'s
     motivation for the sigmoid).
 
 References:
-  seed 000, section 5 "Activation functions" (ReLU, sigmoid, tanh, LeakyReLU);
-  seed 001, "Activation functions" (identity, sigmoid, tanh, hard threshold,
-  ReLU, max(x,0) + α min(x,0), softmax); seed 003, "Classic / Modern Activation
-  Operators" (step, Soboleva tanh, PReLU, GELU, ELU, SELU, SiLU, Gaussian,
-  softplus, softmax) and "Initialization of Y. LeCun" (1.7159·tanh(2x/3)).
+  [Deep Learning 2020, Activation functions] (ReLU, sigmoid, tanh, LeakyReLU);
+  [Laurent, Activation functions] (identity, sigmoid, tanh, hard threshold,
+  ReLU, max(x,0) + α min(x,0), softmax); [Neacșu & Vasilescu, Classic / Modern
+  Activation Operators] (step, Soboleva tanh, PReLU, GELU, ELU, SELU, SiLU,
+  Gaussian, softplus, softmax) and [Neacșu & Vasilescu, Initialization of
+  Y. LeCun] (1.7159·tanh(2x/3)).
 """
 
 import math
@@ -77,7 +78,7 @@ def _keep_nan(z: jax.Array, value: jax.Array) -> jax.Array:
 
 # --- identity, ψ(z) = z, ψ'(z) = 1 ------------------------------------------------
 def identity() -> Activation:
-    """ψ(z) = z; ψ'(z) = 1 (regression output, seed 001)."""
+    """ψ(z) = z; ψ'(z) = 1 (regression output, [Laurent])."""
     return _elementwise("identity", lambda z: z, lambda z: _keep_nan(z, _const(1, z)))
 
 
@@ -87,7 +88,10 @@ def _sigmoid(z):
 
 
 def sigmoid() -> Activation:
-    """σ(z) = 1/(1 + e^{-z}); σ'(z) = σ(z)(1 − σ(z)) (seeds 000, 001, 002)."""
+    """σ(z) = 1/(1 + e^{-z}); σ'(z) = σ(z)(1 − σ(z)).
+
+    References: [Deep Learning 2020; Laurent; Balvert].
+    """
 
     def grad(z):
         s = _sigmoid(z)
@@ -98,7 +102,10 @@ def sigmoid() -> Activation:
 
 # --- tanh, ψ' = 1 - tanh² ---------------------------------------------------------
 def tanh() -> Activation:
-    """ψ(z) = tanh(z); ψ'(z) = 1 − tanh²(z) (seeds 000, 001, 003)."""
+    """ψ(z) = tanh(z); ψ'(z) = 1 − tanh²(z).
+
+    References: [Deep Learning 2020; Laurent; Neacșu & Vasilescu].
+    """
 
     def grad(z):
         t = jnp.tanh(z)
@@ -110,8 +117,8 @@ def tanh() -> Activation:
 def lecun_tanh() -> Activation:
     """ψ(z) = 1.7159·tanh(2z/3); ψ'(z) = 1.7159·(2/3)·(1 − tanh²(2z/3)).
 
-    LeCun's symmetric sigmoid, with ψ(±1) ≈ ±1 (seed 003, "Initialization of
-    Y. LeCun").
+    LeCun's symmetric sigmoid, with ψ(±1) ≈ ±1 ([Neacșu & Vasilescu, Initialization of
+    Y. LeCun]).
     """
 
     def fn(z):
@@ -125,7 +132,9 @@ def lecun_tanh() -> Activation:
 
 
 def soboleva_tanh(a: float = 1.0, b: float = 1.0, c: float = 1.0, d: float = 1.0):
-    """ψ(z) = (e^{az} − e^{−bz}) / (e^{cz} + e^{−dz}) (seed 003); a=b=c=d=1 is tanh.
+    """ψ(z) = (e^{az} − e^{−bz}) / (e^{cz} + e^{−dz}); a=b=c=d=1 is tanh.
+
+    Soboleva's modified tanh [Neacșu & Vasilescu, Classic Activation Operators].
 
     Evaluated with numerator and denominator both divided by e^M,
     M = max(cz, −dz), so nothing overflows when ``0 < a ≤ c`` and ``0 < b ≤ d``
@@ -160,7 +169,8 @@ def soboleva_tanh(a: float = 1.0, b: float = 1.0, c: float = 1.0, d: float = 1.0
 def step(beta: float = 0.0) -> Activation:
     """ψ(z) = 1{z ≥ β}; ψ'(z) = 0 (almost everywhere; fnn returns 0 everywhere).
 
-    The hard threshold of seeds 001 (``1{x > β}``), 002 and 003 (``1{x ≥ 0}``).
+    The hard threshold of [Laurent] (``1{x > β}``) and [Balvert; Neacșu & Vasilescu]
+    (``1{x ≥ 0}``).
     """
     return _elementwise(
         f"step(beta={beta})",
@@ -171,7 +181,10 @@ def step(beta: float = 0.0) -> Activation:
 
 # --- rectifiers -------------------------------------------------------------------
 def relu() -> Activation:
-    """ψ(z) = max(0, z); ψ'(z) = 1{z > 0} (ψ'(0) = 0, as in JAX) (seeds 000-003)."""
+    """ψ(z) = max(0, z); ψ'(z) = 1{z > 0} (ψ'(0) = 0, as in JAX).
+
+    References: [Deep Learning 2020; Laurent; Balvert; Neacșu & Vasilescu].
+    """
     return _elementwise(
         "relu",
         # z <= 0 is false for NaN, which so takes the z branch and propagates.
@@ -181,7 +194,10 @@ def relu() -> Activation:
 
 
 def leaky_relu(alpha: float = 0.01) -> Activation:
-    """ψ(z) = z if z ≥ 0 else αz; ψ'(z) = 1 if z ≥ 0 else α (seeds 000, 001, 003)."""
+    """ψ(z) = z if z ≥ 0 else αz; ψ'(z) = 1 if z ≥ 0 else α.
+
+    References: [Deep Learning 2020; Laurent; Neacșu & Vasilescu].
+    """
     return _elementwise(
         f"leaky_relu(alpha={alpha})",
         lambda z: jnp.where(z >= 0, z, alpha * z),
@@ -206,7 +222,10 @@ def _elu_parts(alpha: float, scale: float):
 
 
 def elu(alpha: float = 1.0) -> Activation:
-    """ψ(z) = z if z > 0 else α(e^z − 1); ψ'(z) = 1 if z > 0 else αe^z (seed 003)."""
+    """ψ(z) = z if z > 0 else α(e^z − 1); ψ'(z) = 1 if z > 0 else αe^z.
+
+    References: [Neacșu & Vasilescu, ReLU variants].
+    """
     return _elementwise(f"elu(alpha={alpha})", *_elu_parts(alpha, 1.0))
 
 
@@ -215,13 +234,16 @@ SELU_SCALE = 1.0507009873554805
 
 
 def selu() -> Activation:
-    """ψ(z) = λ·elu_α(z), α ≈ 1.67326, λ ≈ 1.0507 (seed 003; full-precision values
-    from Klambauer et al. 2017); ψ'(z) = λ if z > 0 else λαe^z."""
+    """ψ(z) = λ·elu_α(z), α ≈ 1.67326, λ ≈ 1.0507; ψ'(z) = λ if z > 0 else λαe^z.
+
+    References: [Neacșu & Vasilescu] (full-precision values from Klambauer et al.
+    2017).
+    """
     return _elementwise("selu", *_elu_parts(SELU_ALPHA, SELU_SCALE))
 
 
 def gelu(approximate: bool = False) -> Activation:
-    """GELU, ψ(z) = z·Φ(z) (seed 003), Φ the standard normal CDF.
+    """GELU, ψ(z) = z·Φ(z) [Neacșu & Vasilescu], Φ the standard normal CDF.
 
     Exact form (default): ψ(z) = ½z(1 + erf(z/√2)), ψ'(z) = Φ(z) + z·φ(z),
     φ(z) = e^{−z²/2}/√(2π).
@@ -229,7 +251,7 @@ def gelu(approximate: bool = False) -> Activation:
     ``approximate=True``: ψ(z) = ½z(1 + tanh(u)), u = √(2/π)(z + 0.044715z³),
     ψ'(z) = ½(1 + tanh u) + ½z(1 − tanh² u)·√(2/π)(1 + 3·0.044715z²).
     Note: ``jax.nn.gelu`` defaults to the tanh approximation; fnn defaults to the
-    exact form the seed writes.
+    exact form [Neacșu & Vasilescu, Other ReLU variants] writes.
     """
     if approximate:
         k = math.sqrt(2 / math.pi)
@@ -255,7 +277,7 @@ def gelu(approximate: bool = False) -> Activation:
 
 
 def silu() -> Activation:
-    """ψ(z) = z·σ(z) (seed 003); ψ'(z) = σ(z)(1 + z(1 − σ(z)))."""
+    """ψ(z) = z·σ(z) [Neacșu & Vasilescu]; ψ'(z) = σ(z)(1 + z(1 − σ(z)))."""
 
     def grad(z):
         s = _sigmoid(z)
@@ -265,12 +287,15 @@ def silu() -> Activation:
 
 
 def softplus() -> Activation:
-    """ψ(z) = ln(1 + e^z) (seed 003), computed as logaddexp(z, 0); ψ'(z) = σ(z)."""
+    """ψ(z) = ln(1 + e^z), computed as logaddexp(z, 0); ψ'(z) = σ(z).
+
+    References: [Neacșu & Vasilescu].
+    """
     return _elementwise("softplus", lambda z: jnp.logaddexp(z, _const(0, z)), _sigmoid)
 
 
 def gaussian() -> Activation:
-    """ψ(z) = e^{−z²} (seed 003); ψ'(z) = −2z·e^{−z²}."""
+    """ψ(z) = e^{−z²} [Neacșu & Vasilescu]; ψ'(z) = −2z·e^{−z²}."""
     return _elementwise(
         "gaussian", lambda z: jnp.exp(-z * z), lambda z: -2 * z * jnp.exp(-z * z)
     )
@@ -283,9 +308,10 @@ def _softmax(z):
 
 
 def softmax() -> Activation:
-    """softmax(z)_i = e^{z_i} / Σ_j e^{z_j} over the last axis (seeds 001, 003).
+    """softmax(z)_i = e^{z_i} / Σ_j e^{z_j} over the last axis.
 
-    Jacobian (seed 003): ∂ρ_i/∂z_j = ρ_i(δ_ij − ρ_j), so ``grad(z)`` has shape
+    The output activation for K classes [Laurent; Neacșu & Vasilescu]. Jacobian
+    [Neacșu & Vasilescu]: ∂ρ_i/∂z_j = ρ_i(δ_ij − ρ_j), so ``grad(z)`` has shape
     ``(..., n, n)``; ``vjp(z, g) = ρ ⊙ (g − Σ_j g_j ρ_j)``. Computed from
     ``z − max(z)`` so no exponential overflows. With cross-entropy, fnn never
     forms softmax explicitly in the backward pass: the fused error is

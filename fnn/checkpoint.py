@@ -82,7 +82,7 @@ the template given to ``load`` raises :class:`CheckpointError` naming the first
 missing, extra, mis-shaped or mis-typed leaf by key path, with the expected and
 found shape and dtype. A missing file raises ``FileNotFoundError``.
 
-References: seed 000, section 2, Learning algorithm
+References: [Deep Learning 2020, Learning algorithm]
 (epochs and parameter updates: the state a resumed run must restore). The NPY
 format is numpy's (NEP 1); the container is the zip format of Python's
 ``zipfile``.

@@ -3,8 +3,8 @@
 Everything here is a pure function of its arguments; randomness comes only from
 the ``key`` passed in.
 
-Preprocessing (seed 003, "Standardization"; seed 000, section 6, "Normalizing
-inputs") follows one pattern for all three transforms::
+Preprocessing ([Neacșu & Vasilescu, Standardization]; [Deep Learning 2020, Normalizing
+inputs]) follows one pattern for all three transforms::
 
     scaler = fit_standardize(X_train)        # or fit_min_max, fit_zca
     X_train_n = scaler.transform(X_train)
@@ -397,12 +397,13 @@ def fit_standardize(X_train: ArrayLike, eps: float = 1e-8) -> Standardizer:
         \\mu = \\frac{1}{m}\\sum_i x^{(i)}, \\quad
         \\sigma = \\sqrt{\\frac{1}{m}\\sum_i (x^{(i)} - \\mu)^2}
 
-    ``sigma`` is the population standard deviation (divisor ``m``, as in seed
-    000). Seed 000 prints ``sigma`` without the square root, i.e. the variance; that
-    is a typo: dividing by the variance does not give unit variance, and seed 003
-    and common usage divide by the standard deviation, as done here. A feature
-    that is constant on the training split (``sigma == 0``) gets divisor ``1``
-    instead of ``eps``, so it maps to ``x - mu`` rather than being blown up by
+    ``sigma`` is the population standard deviation (divisor ``m``, as in
+    [Deep Learning 2020, Normalizing inputs]). The article prints ``sigma`` without
+    the square root, i.e. the variance; that is a typo: dividing by the variance
+    does not give unit variance, and [Neacșu & Vasilescu, Standardization] and
+    common usage divide by the standard deviation, as done
+    here. A feature that is constant on the training split (``sigma == 0``) gets divisor
+    ``1`` instead of ``eps``, so it maps to ``x - mu`` rather than being blown up by
     ``1 / eps`` on the other splits.
 
     Args:
@@ -417,8 +418,8 @@ def fit_standardize(X_train: ArrayLike, eps: float = 1e-8) -> Standardizer:
       ``inverse_transform`` map ``(m, n)`` to ``(m, n)``.
 
     References:
-      seed 003, "Standardization: Z-score scaling"; seed 000, section 6,
-      "Normalizing inputs".
+      [Neacșu & Vasilescu, Standardization: Z-score scaling];
+      [Deep Learning 2020, Normalizing inputs].
     """
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0; got {eps}")
@@ -480,7 +481,7 @@ def fit_min_max(X_train: ArrayLike) -> MinMaxScaler:
       ``transform`` and ``inverse_transform`` map ``(m, n)`` to ``(m, n)``.
 
     References:
-      seed 003, "Standardization: Min-Max scaling".
+      [Neacșu & Vasilescu, Standardization: Min-Max scaling].
     """
     X = _as_matrix(X_train, "X_train", "fit_min_max")
     lo = jnp.min(X, axis=0)
@@ -525,13 +526,14 @@ def fit_zca(X_train: ArrayLike, eps: float = 1e-5) -> ZCAWhitener:
 
     computed from the eigendecomposition ``C = U diag(lambda) U^T`` as
     ``W = U diag((lambda + eps)^(-1/2)) U^T`` (symmetric, so the batch-first
-    ``(X - mu) W`` equals the seed's column form ``W X``). With ``eps = 0`` and a
+    ``(X - mu) W`` equals the source's column form ``W X``). With ``eps = 0`` and a
     full-rank ``C`` the whitened training data has identity covariance; ZCA is
     the whitening closest to the original inputs (no rotation away from them).
 
-    Seed 003 writes ``W = 1/sqrt(n-1) (X X^T)^(-1/2)``. With ``C = X X^T/(n-1)``
-    the identity-covariance whitening is ``C^(-1/2) = sqrt(n-1) (X X^T)^(-1/2)``:
-    the seed's factor is inverted (its whitened data would have covariance
+    [Neacșu & Vasilescu] writes ``W = 1/sqrt(n-1) (X X^T)^(-1/2)``. With
+    ``C = X X^T/(n-1)`` the identity-covariance whitening is
+    ``C^(-1/2) = sqrt(n-1) (X X^T)^(-1/2)``: the source's factor is inverted (its
+    whitened data would have covariance
     ``I / (n-1)^2``). fnn uses the covariance form above, which also makes ``W``
     independent of the sample size, and adds the usual ``eps I`` regulariser so
     that constant or collinear features (eigenvalue ``0``) stay finite.
@@ -551,7 +553,7 @@ def fit_zca(X_train: ArrayLike, eps: float = 1e-5) -> ZCAWhitener:
       its ``transform`` and ``inverse_transform`` map ``(m, n)`` to ``(m, n)``.
 
     References:
-      seed 003, "Standardization: ZCA whitening".
+      [Neacșu & Vasilescu, Standardization: ZCA whitening].
     """
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0; got {eps}")
@@ -578,10 +580,13 @@ def fit_zca(X_train: ArrayLike, eps: float = 1e-5) -> ZCAWhitener:
 # --------------------------------------------------------------------------------
 
 DEFAULT_SPLIT_RATIOS_SMALL = (0.6, 0.2, 0.2)
-"""Train/dev/test ratios for ``m <= 10^4`` (seed 000, section 1)."""
+"""Train/dev/test ratios for ``m <= 10^4`` ([Deep Learning 2020, Definition])."""
 
 DEFAULT_SPLIT_RATIOS_LARGE = (0.98, 0.01, 0.01)
-"""Train/dev/test ratios for ``m >= 10^6`` (98/1/1; seed 000's table says 96/2/2)."""
+"""Train/dev/test ratios for ``m >= 10^6`` (98/1/1).
+
+[Deep Learning 2020, Data Preprocessing]'s table says 96/2/2.
+"""
 
 
 def default_split_ratios(m: int) -> tuple[float, float, float]:
@@ -596,9 +601,10 @@ def default_split_ratios(m: int) -> tuple[float, float, float]:
         \\end{cases}, \\quad r_{train} = 1 - 2 r_{dev}
 
     i.e. 60/20/20 up to ``10^4`` examples, 98/1/1 from ``10^6`` on, and a linear
-    interpolation in ``log10(m)`` between (e.g. 79/10.5/10.5 at ``10^5``). Seed
-    000's table reads 96/2/2 at ``m = 10^6``; fnn follows the 98/1/1 rule of thumb
-    for "around a million examples" that the project's specification asks for
+    interpolation in ``log10(m)`` between (e.g. 79/10.5/10.5 at ``10^5``).
+    [Deep Learning 2020, Data Preprocessing]'s table reads 96/2/2 at ``m = 10^6``;
+    fnn follows the 98/1/1 rule of thumb for "around a million examples" that the
+    project's specification asks for
     (a dev and a test set of ``10^4`` examples each are then large enough).
 
     Args:
@@ -608,7 +614,7 @@ def default_split_ratios(m: int) -> tuple[float, float, float]:
       ``(r_train, r_dev, r_test)``, positive floats summing to 1.
 
     References:
-      seed 000, section 1, "Data Preprocessing" (table of repartitions).
+      [Deep Learning 2020, Data Preprocessing] (table of repartitions).
     """
     m = operator.index(m)
     if m < 1:
@@ -670,7 +676,7 @@ def split_indices(
       order, disjoint, together a permutation of ``range(m)``.
 
     References:
-      seed 000, section 1, "Data Preprocessing".
+      [Deep Learning 2020, Data Preprocessing].
     """
     m = operator.index(m)
     r = default_split_ratios(m) if ratios is None else _check_ratios(ratios)
@@ -751,7 +757,7 @@ def train_dev_test_split(
       ``m`` examples.
 
     References:
-      seed 000, section 1, "Data Preprocessing".
+      [Deep Learning 2020, Data Preprocessing].
     """
     X, y = _paired_rows(X, y)
     if stratify and (y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer)):
@@ -818,7 +824,7 @@ def epoch_batches(
       bool ``(num_batches, batch_size)``.
 
     References:
-      seed 001, "The stochastic gradient descent algorithm" (batches taken at
+      [Laurent, The stochastic gradient descent algorithm] (batches taken at
       random without replacement; an epoch is one pass over the examples).
     """
     n = _static_int(n, "n")
@@ -872,7 +878,7 @@ def iterate_minibatches(
       ``b == batch_size`` except possibly for the last batch.
 
     References:
-      seed 001, "The stochastic gradient descent algorithm".
+      [Laurent, The stochastic gradient descent algorithm].
     """
     X, y = _paired_rows(X, y)
     idx, mask = epoch_batches(key, X.shape[0], batch_size, drop_remainder)

@@ -1,6 +1,6 @@
 """A scalar computational graph with forward and backward passes, for teaching.
 
-Seed 000 §4 "Computational graph": f(x, y, z) = (x + y)·z is split into the
+[Deep Learning 2020, Computational graph]: f(x, y, z) = (x + y)·z is split into the
 intermediate q = x + y and f = q·z. The forward pass computes values from the
 inputs to the output; the backward pass applies the chain rule from the output
 to the inputs, each node passing ∂f/∂(node) to its parents:
@@ -8,7 +8,7 @@ to the inputs, each node passing ∂f/∂(node) to its parents:
     ∂f/∂f = 1,  ∂f/∂q = z,  ∂f/∂z = q,  ∂f/∂x = ∂f/∂q · ∂q/∂x = z,  ∂f/∂y = z
 
 so ∇f(−2, 5, −4) = (−4, −4, 3). Where a node feeds several others, the
-contributions of all paths are summed (seed 003, "Multiple paths").
+contributions of all paths are summed ([Neacșu & Vasilescu, Multiple paths]).
 
 Every node type holds its local derivative next to its forward rule, exactly as
 fnn's layers do. This is plain Python on floats: a model of what

@@ -3,31 +3,38 @@
 Every variance-preserving scheme is :func:`variance_scaling` with a scale, a fan
 mode and a distribution; the named schemes only fix those three:
 
-====================  ======================  =======  =============================
-name                  target Var[W]           mode     seed
-====================  ======================  =======  =============================
-lecun_normal/uniform  1 / fan_in              fan_in   003 "Initialization of Y. LeCun"
-glorot_normal/uniform 2 / (fan_in + fan_out)  fan_avg  000 §3 "Glorot's"; 003 "Glorot"
-he_normal/uniform     2 / fan_in              fan_in   003 "He Initialization"
-====================  ======================  =======  =============================
+====================  ======================  =======
+name                  target Var[W]           mode
+====================  ======================  =======
+lecun_normal/uniform  1 / fan_in              fan_in
+glorot_normal/uniform 2 / (fan_in + fan_out)  fan_avg
+he_normal/uniform     2 / fan_in              fan_in
+====================  ======================  =======
+
+Sources: LeCun in [Neacșu & Vasilescu, Initialization of Y. LeCun]; Glorot in
+[Deep Learning 2020, Parameter initialization] ("Glorot's") and
+[Neacșu & Vasilescu, Glorot Initialization]; He in
+[Neacșu & Vasilescu, He Initialization].
 
 ``xavier_*`` are aliases of ``glorot_*`` and ``kaiming_*`` of ``he_*`` (same arrays
 for the same key).
 
 **Normal variants are not truncated.** They draw from the plain Gaussian
-N(0, σ²) the seeds write, like PyTorch's ``kaiming_normal_``. JAX, Flax and Keras
+N(0, σ²) the sources write, like PyTorch's ``kaiming_normal_``. JAX, Flax and Keras
 use a normal truncated at ±2σ with σ corrected so the variance is still the
 target; that is available as ``variance_scaling(..., "truncated_normal")``.
 Uniform variants draw from U(−√(3σ²), √(3σ²)), whose variance is σ².
 
-Discrepancies in the seeds, and what fnn does:
-  * seed 000 §3 calls N(0, 2/n_i) "Xavier's" initialization. With n_i the fan-in
-    that is He's (Kaiming's) normal; Xavier Glorot's is the N(0, 2/(n_i + n_{i+1}))
-    that the same seed calls "Glorot's". fnn uses the standard names.
-  * seed 003 writes N(μ, σ) with the *standard deviation* as second argument
+Discrepancies in the sources, and what fnn does:
+  * [Deep Learning 2020, Parameter initialization] calls N(0, 2/n_i) "Xavier's"
+    initialization. With n_i the fan-in that is He's (Kaiming's) normal; Xavier
+    Glorot's is the N(0, 2/(n_i + n_{i+1})) that the same article calls
+    "Glorot's". fnn uses the standard names.
+  * [Neacșu & Vasilescu] writes N(μ, σ) with the *standard deviation* as second
+    argument
     (e.g. Glorot normal N(0, √2/√(fan_in + fan_out)), XOR experiment
     N(0, 1/√fan_in)); fnn states variances.
-  * seed 003's He slide says "use one of them, e.g. σ² = 2/fan_out" but its
+  * [Neacșu & Vasilescu]'s He slide says "use one of them, e.g. σ² = 2/fan_out" but its
     formulas use fan_in; fnn uses fan_in (the forward constraint), the default
     everywhere else.
 
@@ -200,7 +207,8 @@ def variance_scaling(
 
 def zeros() -> Initializer:
     """All zeros. Every hidden unit then computes the same function and gets the
-    same gradient, so symmetry is never broken (seed 000 §3, seed 003)."""
+    same gradient, so symmetry is never broken
+    ([Deep Learning 2020, Parameter initialization]; [Neacșu & Vasilescu])."""
     return lambda key, shape, dtype=jnp.float32: jnp.zeros(check_shape(shape), dtype)
 
 
@@ -215,10 +223,12 @@ def normal(stddev: float = 0.05) -> Initializer:
 
 
 def uniform(scale: float = 0.05) -> Initializer:
-    """Symmetric U(−scale, scale); seed 003's XOR experiment uses ``uniform(10.0)``.
+    """Symmetric U(−scale, scale); the XOR experiment uses ``uniform(10.0)``.
+
+    References: [Neacșu & Vasilescu, Does the starting point matter?].
 
     Warning: this draws from U(-scale, scale), symmetric around 0 as the
-    seeds' uniform scheme; ``jax.nn.initializers.uniform(scale)`` draws from
+    sources' uniform scheme; ``jax.nn.initializers.uniform(scale)`` draws from
     U[0, scale).
     """
 
@@ -257,7 +267,7 @@ def orthogonal(scale: float = 1.0) -> Initializer:
 
 
 def lecun_normal() -> Initializer:
-    """N(0, 1/fan_in) (seed 003, LeCun)."""
+    """N(0, 1/fan_in) [Neacșu & Vasilescu, Initialization of Y. LeCun]."""
     return variance_scaling(1.0, "fan_in", "normal")
 
 
@@ -267,22 +277,30 @@ def lecun_uniform() -> Initializer:
 
 
 def glorot_normal() -> Initializer:
-    """N(0, 2/(fan_in + fan_out)) (seeds 000, 003; a.k.a. Xavier normal)."""
+    """N(0, 2/(fan_in + fan_out)) (a.k.a. Xavier normal).
+
+    References: [Deep Learning 2020, Parameter initialization];
+    [Neacșu & Vasilescu, Glorot Initialization].
+    """
     return variance_scaling(1.0, "fan_avg", "normal")
 
 
 def glorot_uniform() -> Initializer:
-    """U(−√6/√(fan_in + fan_out), +√6/√(fan_in + fan_out)) (seed 003)."""
+    """U(−√6/√(fan_in + fan_out), +√6/√(fan_in + fan_out)) [Neacșu & Vasilescu]."""
     return variance_scaling(1.0, "fan_avg", "uniform")
 
 
 def he_normal() -> Initializer:
-    """N(0, 2/fan_in) (seed 003, He; seed 000 calls it "Xavier's")."""
+    """N(0, 2/fan_in).
+
+    References: [Neacșu & Vasilescu, He Initialization];
+    [Deep Learning 2020, Parameter initialization] calls it "Xavier's".
+    """
     return variance_scaling(2.0, "fan_in", "normal")
 
 
 def he_uniform() -> Initializer:
-    """U(−√6/√fan_in, +√6/√fan_in) (seed 003, He uniform)."""
+    """U(−√6/√fan_in, +√6/√fan_in) [Neacșu & Vasilescu, He Initialization]."""
     return variance_scaling(2.0, "fan_in", "uniform")
 
 

@@ -1,14 +1,14 @@
 """Losses, each with its hand-derived gradient beside it, and the L1/L2 penalty.
 
 A :class:`Loss` maps the network output ``out`` (shape ``(m, k)``) and targets to
-a scalar J, the mean over the batch of a per-example loss ℓ_i (seed 000 §2:
-J(θ) = (1/m) Σ_i L(ŷ_i, y_i)); ``grad`` returns ∂J/∂out with the 1/m inside, the
-error that starts backpropagation.
+a scalar J, the mean over the batch of a per-example loss ℓ_i ([Deep Learning 2020,
+Learning algorithm]: J(θ) = (1/m) Σ_i L(ŷ_i, y_i)); ``grad`` returns ∂J/∂out with the
+1/m inside, the error that starts backpropagation.
 
 Cross-entropy and BCE take the output layer's **pre-activation** (logits) and fuse
 the output activation into the loss, so they are computed stably and their error
-is the seeds' ``f(x) − e(y)`` (seed 001, "Backpropagation algorithm for
-classification"): ∂J/∂Z = (softmax(Z) − Y)/m and (σ(Z) − Y)/(m·k). MSE, MAE and
+is [Laurent]'s ``f(x) − e(y)`` ([Laurent, Backpropagation algorithm for
+classification]): ∂J/∂Z = (softmax(Z) − Y)/m and (σ(Z) − Y)/(m·k). MSE, MAE and
 Huber take the output after the output activation.
 
 Per-example losses, for ``k`` outputs (r = out − y):
@@ -24,17 +24,18 @@ cross_entropy    −Σ_j Y_j log softmax(z)_j                         softmax(z)
 ===============  ================================================  =================
 
 Conventions: the mean runs over examples *and* output units (as PyTorch's and
-Keras's ``mse``); seed 001 writes the regression loss ‖Y − f(X)‖² summed over
-outputs, which is k times fnn's (identical for one output). No ½ factor (seeds
-001, 002). Labels for cross-entropy are integers ``(m,)`` in ``[0, k)`` or one-hot
-/ probability rows ``(m, k)``.
+Keras's ``mse``); [Laurent] writes the regression loss ‖Y − f(X)‖² summed over
+outputs, which is k times fnn's (identical for one output). No ½ factor
+[Laurent; Balvert]. Labels for cross-entropy are integers ``(m,)`` in ``[0, k)`` or
+one-hot / probability rows ``(m, k)``.
 
 An optional boolean ``mask`` ``(m,)`` marks the real examples of a padded batch:
 J = Σ_i mask_i ℓ_i / max(Σ_i mask_i, 1), so padding changes nothing.
 
-References: seed 000 §2 (J as mean of L), seed 001 "Loss functions" (quadratic,
-cross-entropy) and "Backpropagation algorithm" (f(x) − e(y)), seed 003 "Output
-activation functions" (identity + ℓ2, sigmoid + BCE, softmax + CE).
+References: [Deep Learning 2020, Learning algorithm] (J as mean of L), [Laurent, Loss
+functions] (quadratic, cross-entropy) and Backpropagation algorithm] (f(x) − e(y)),
+[Neacșu & Vasilescu, Output activation functions" (identity + ℓ2, sigmoid + BCE, softmax
++ CE).
 """
 
 from collections.abc import Callable
@@ -119,7 +120,7 @@ def _mean_loss(
 
 
 def mse() -> Loss:
-    """Mean squared error, ℓ = (1/k)‖out − y‖²; ∂ℓ/∂out = 2(out − y)/k (seed 001)."""
+    """Mean squared error, ℓ = (1/k)‖out − y‖²; ∂ℓ/∂out = 2(out − y)/k [Laurent]."""
     return _mean_loss(lambda o, Y: (o - Y) ** 2, lambda o, Y: 2 * (o - Y), "mse")
 
 
@@ -150,7 +151,7 @@ def huber(delta: float = 1.0) -> Loss:
 
 
 def bce() -> Loss:
-    """Binary cross-entropy on logits z (seed 001, binary case):
+    """Binary cross-entropy on logits z ([Laurent], binary case):
     ℓ = −[y log σ(z) + (1 − y) log(1 − σ(z))] = softplus(z) − z·y,
     finite for any z; ∂ℓ/∂z = σ(z) − y (the fused sigmoid + BCE error).
 
@@ -201,9 +202,9 @@ def _class_rows(Z: jax.Array, Y: Any) -> jax.Array:
 
 
 def cross_entropy() -> Loss:
-    """Cross-entropy on logits Z with softmax outputs (seed 001, K classes):
+    """Cross-entropy on logits Z with softmax outputs ([Laurent], K classes):
     ℓ = −Σ_j Y_j log softmax(Z)_j, with log softmax = Z − logsumexp(Z) computed
-    from Z − max Z; ∂ℓ/∂Z = softmax(Z)·Σ_j Y_j − Y, which is seed 001's
+    from Z − max Z; ∂ℓ/∂Z = softmax(Z)·Σ_j Y_j − Y, which is [Laurent]'s
     ∇ℓ = f(x) − e(y) for one-hot Y.
 
     ``fn`` and ``grad`` take one-hot / probability rows Y ``(m, k)`` or integer
@@ -338,11 +339,12 @@ def _is_zero(value) -> bool:
 
 def weight_penalty(params: Any, l1: float = 0.0, l2: float = 0.0) -> jax.Array:
     """Ω(θ) = l1·Σ|W| + l2·Σ W² over the weights only (every ``"W"`` leaf), never
-    the biases (seed 001, "Penalized empirical risk": λΩ(θ) with Ω = Σ_k ‖W^(k)‖²_F).
+    the biases ([Laurent, Penalized empirical risk]: λΩ(θ) with Ω = Σ_k ‖W^(k)‖²_F).
 
-    Relation to seed 000's L2 term λ/(2m)‖θ‖²₂: ``l2 = λ/(2m)`` (and seed 000 also
-    penalises biases; fnn does not). Seed 000's L1 term λ/(2m)‖θ‖₁² squares the
-    L1 norm, a slip in the text: fnn uses the LASSO penalty l1·Σ|W| of seed 001.
+    Relation to the L2 term λ/(2m)‖θ‖²₂ of [Deep Learning 2020, L1 - L2
+    regularization]: ``l2 = λ/(2m)`` (and the article also penalises biases; fnn
+    does not). Its L1 term λ/(2m)‖θ‖₁² squares the L1 norm, a slip in the text:
+    fnn uses the LASSO penalty l1·Σ|W| of [Laurent, Penalized empirical risk].
     """
     weights = [
         W
@@ -360,7 +362,7 @@ def weight_penalty(params: Any, l1: float = 0.0, l2: float = 0.0) -> jax.Array:
 
 def weight_penalty_grad(params: Any, l1: float = 0.0, l2: float = 0.0) -> Any:
     """∂Ω/∂θ: l1·sign(W) + 2·l2·W on every ``"W"`` leaf, zeros elsewhere
-    (seed 001: ∇_W Ω = 2W for the L2 penalty); the L1 subgradient at W = 0 is 0,
+    ([Laurent]: ∇_W Ω = 2W for the L2 penalty); the L1 subgradient at W = 0 is 0,
     also in ``jax.grad`` of :func:`weight_penalty`."""
     return jax.tree_util.tree_map_with_path(
         lambda path, p: (

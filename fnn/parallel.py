@@ -32,7 +32,7 @@ same batches; the jitted step then computes on its own devices' slices only.
 (``python benchmarks/multihost_example.py``) and on several (one launch per
 process with ``--coordinator``, ``--num-processes`` and ``--process-id``).
 
-References: the data-parallel reading of seed 001's mini-batch gradient (the
+References: the data-parallel reading of [Laurent]'s mini-batch gradient (the
 gradient of a mean over the batch is the mean of the gradients over any
 partition of it); JAX documentation, "Distributed arrays and automatic
 parallelization" and "Multi-process environments".
@@ -112,7 +112,7 @@ def shard_batch(x: Any, mesh: Mesh) -> Any:
       ValueError: a leaf without a batch axis, or ``m`` not a multiple of ``D``
         (naming both numbers).
 
-    References: seed 001, "SGD algorithm" (the mini-batch gradient is a mean
+    References: [Laurent, SGD algorithm] (the mini-batch gradient is a mean
     over examples, so it is the mean of the per-slice means for equal slices).
     """
     _check_mesh(mesh)

@@ -1,18 +1,18 @@
 """Radial basis function networks: Gaussian units, k-means++ centres, 2- and
 3-step learning.
 
-The network (seed 003, "Radial Basis Function Nets"), for x in R^d:
+The network ([Neacșu & Vasilescu, Radial Basis Function Nets]), for x in R^d:
 
     φ(x) = (1, φ_1(x), ..., φ_N(x)),   φ_j(x) = exp(−‖x − μ_j‖² / (2σ_j²))
     y = g(wᵀ φ(x))
 
 fnn writes it as two blocks, ``[RBF(N), Dense(n_out)]``: the :func:`RBF` block
 gives the N Gaussian features and the dense layer's bias ``b`` is the weight of
-the constant feature 1 (seed 003's w_0). The transfer function g is the identity
-for regression (mse) and the softmax fused into the cross-entropy for
+the constant feature 1 ([Neacșu & Vasilescu]'s w_0). The transfer function g is the
+identity for regression (mse) and the softmax fused into the cross-entropy for
 classification.
 
-Learning (seed 003, "Learning mechanism"):
+Learning ([Neacșu & Vasilescu, Learning mechanism]):
   * 2-step (:func:`fit_2step`): (1) centres μ by k-means++ seeding plus Lloyd
     iterations, widths σ by a heuristic (:func:`widths`); (2) output weights by
     linear least squares on [1, Φ] (one-hot targets for classification).
@@ -70,7 +70,7 @@ def RBF(n_centres: int) -> Block:
       mapping ``(m, d)`` to ``(m, N)``. ``init`` draws μ ~ N(0, 1) and σ = 1; the
       2-step fit replaces both (:func:`fit_2step`).
 
-    References: seed 003, "Radial Basis Function Nets".
+    References: [Neacșu & Vasilescu, Radial Basis Function Nets].
     """
     if not isinstance(n_centres, int) or n_centres < 1:
         raise ValueError(f"RBF n_centres must be a positive int, got {n_centres!r}.")
@@ -155,7 +155,7 @@ def kmeans_pp(key: jax.Array, X: jax.Array, k: int) -> jax.Array:
       ValueError: X not a float matrix, k out of range, or (when X is concrete)
         fewer than k distinct rows.
 
-    References: seed 003, "Learning mechanism" (K-means++); Arthur &
+    References: [Neacșu & Vasilescu, Learning mechanism] (K-means++); Arthur &
     Vassilvitskii (2007).
     """
     X = _check_X(X, k)
@@ -197,7 +197,8 @@ def kmeans(
     Returns:
       ``(centres (k, d), assignment (m,) int32)``.
 
-    References: seed 003, "Learning mechanism" (vector quantization); Lloyd (1982).
+    References: [Neacșu & Vasilescu, Learning mechanism] (vector quantization); Lloyd
+    (1982).
     """
     X = _check_X(X, k)
     if not isinstance(n_iter, int) or n_iter < 0:
@@ -274,7 +275,7 @@ def least_squares_weights(Phi: jax.Array, Y: jax.Array) -> dict:
 
     Returns:
       Dense params ``{"W": (N, k), "b": (k,)}``: b is the row of w for the constant
-      feature 1 (seed 003's w_0).
+      feature 1 ([Neacșu & Vasilescu]'s w_0).
     """
     A = jnp.concatenate([jnp.ones((Phi.shape[0], 1), Phi.dtype), Phi], axis=1)
     w = jnp.linalg.lstsq(A, Y)[0]
@@ -320,7 +321,7 @@ def fit_2step(
     Returns:
       :class:`RBFFit` with blocks ``[RBF(N), Dense(k)]``.
 
-    References: seed 003, "Learning mechanism", "2-steps learning".
+    References: [Neacșu & Vasilescu, Learning mechanism: 2-steps learning].
     """
     X = _check_X(X, n_centres)
     Y = _targets(y, task, X.dtype, n_classes)
@@ -357,7 +358,7 @@ def fit_3step(
     Returns:
       :class:`RBFFit`, ``losses`` ``(steps,)`` the loss before each step.
 
-    References: seed 003, "Learning mechanism", "3-steps learning".
+    References: [Neacșu & Vasilescu, Learning mechanism: 3-steps learning].
     """
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}.")
@@ -382,7 +383,7 @@ def train(
 ) -> tuple[list, jax.Array]:
     """Full-batch gradient descent of ``blocks`` with manual backprop
     (:func:`fnn.nn.loss_and_grad`), ``steps`` updates in one compiled ``lax.scan``
-    (seed 003, "3-steps learning", step 3).
+    ([Neacșu & Vasilescu, Learning mechanism: 3-steps learning], step 3).
 
     Args:
       blocks, params: the network, e.g. :func:`network` and its parameters.

@@ -18,11 +18,11 @@ JAX arrays; a traced value (a factory called inside ``jit`` on an argument) is
 accepted unchecked, except for the arguments that fix the shape of the schedule
 (step counts, ``pct_start``, ``period_mult``), which must be concrete.
 
-Seed 000 (section 6, "Learning rate decay") lists three decay laws by epoch; their
+[Deep Learning 2020, Learning rate decay] lists three decay laws by epoch; their
 formulas are images lost from the text, so fnn uses the standard forms
-``a0 / (1 + k*epoch)``, ``a0 * gamma**epoch`` and ``a0 * k / sqrt(epoch)``. Seed 003
-("Adaptive Learning rate") lists a linear decrease, halving on a fixed schedule,
-the 1-cycle policy and SGD with warm restarts.
+``a0 / (1 + k*epoch)``, ``a0 * gamma**epoch`` and ``a0 * k / sqrt(epoch)``.
+[Neacșu & Vasilescu, Adaptive Learning rate] lists a linear decrease, halving on
+a fixed schedule, the 1-cycle policy and SGD with warm restarts.
 
 Convention: a schedule returns float32 (the learning rate the optimizer states
 keep), also under ``jax.enable_x64``, where optax's schedules return float64; a
@@ -102,7 +102,7 @@ def _f32(x) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------------
-# Seed 000, section 6: decay by epoch
+# [Deep Learning 2020, Learning rate decay]: decay by epoch
 # ----------------------------------------------------------------------------------
 
 
@@ -116,7 +116,8 @@ def constant_schedule(value: float) -> Schedule:
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 003, Adaptive Learning rate (the baseline every schedule departs from).
+      [Neacșu & Vasilescu, Adaptive Learning rate] (the baseline every schedule departs
+      from).
     """
     value = _check_rate("value", value)
 
@@ -144,8 +145,8 @@ def inverse_time_decay(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 000, section 6 "Learning rate decay", first law (the formula is lost
-      from the seed's text; this is the standard form ``a0 / (1 + k * epoch)``).
+      [Deep Learning 2020, Learning rate decay], first law (the formula is lost
+      from the article's text; this is the standard form ``a0 / (1 + k * epoch)``).
     """
     a0 = _check_rate("init_value", init_value)
     k = _check_real("decay_rate", decay_rate, minimum=0.0)
@@ -161,7 +162,9 @@ def inverse_time_decay(
 def epoch_exponential_decay(
     init_value: float, decay_rate: float, steps_per_epoch: int = 1
 ) -> Schedule:
-    """Exponential decay by epoch: ``lr = a0 * gamma ** epoch`` (seed 000's law).
+    """Exponential decay by epoch: ``lr = a0 * gamma ** epoch``.
+
+    The second law of [Deep Learning 2020, Learning rate decay].
 
     Not optax's ``exponential_decay`` (that is :func:`exponential_decay`, whose
     rate falls continuously over ``transition_steps``).
@@ -179,8 +182,8 @@ def epoch_exponential_decay(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 000, section 6 "Learning rate decay", second law (standard form
-      ``a0 * gamma**epoch``; the seed's formula image is lost).
+      [Deep Learning 2020, Learning rate decay], second law (standard form
+      ``a0 * gamma**epoch``; the article's formula image is lost).
     """
     a0 = _check_rate("init_value", init_value)
     gamma = _check_real("decay_rate", decay_rate, minimum=0.0, strict=True)
@@ -213,7 +216,7 @@ def exponential_decay(
         lr = init_value * decay_rate ** p,   clipped at end_value when given
         lr = init_value for count < transition_begin
 
-    Warning: before fnn 0.2 this name meant seed 000's per-epoch law
+    Warning: before fnn 0.2 this name meant [Deep Learning 2020]'s per-epoch law
     ``exponential_decay(init_value, decay_rate, steps_per_epoch)``, now
     :func:`epoch_exponential_decay`. A call in that old form (a fractional
     ``transition_steps`` with no ``decay_rate``, or ``steps_per_epoch=``) still
@@ -243,8 +246,9 @@ def exponential_decay(
     )
     if old_form:
         warnings.warn(
-            "exponential_decay(init_value, decay_rate, steps_per_epoch) is seed "
-            "000's per-epoch law, now fnn.schedules.epoch_exponential_decay; "
+            "exponential_decay(init_value, decay_rate, steps_per_epoch) is the "
+            "per-epoch law of [Deep Learning 2020, Learning rate decay], now "
+            "fnn.schedules.epoch_exponential_decay; "
             "exponential_decay takes optax's arguments (init_value, "
             "transition_steps, decay_rate, ...). The old form goes in the next "
             "release.",
@@ -259,7 +263,7 @@ def exponential_decay(
     if transition_steps is None or decay_rate is None:
         raise ValueError(
             "exponential_decay needs transition_steps and decay_rate (optax's "
-            "arguments); for seed 000's per-epoch law use "
+            "arguments); for [Deep Learning 2020]'s per-epoch law use "
             "epoch_exponential_decay(init_value, decay_rate, steps_per_epoch)."
         )
     a0 = _check_rate("init_value", init_value)
@@ -289,9 +293,10 @@ def inverse_sqrt_decay(
 ) -> Schedule:
     """Inverse-square-root decay by epoch: ``lr = a0 * k / sqrt(epoch + 1)``.
 
-    The seed's law is ``a0 * k / sqrt(epoch)`` with epochs numbered from 1 (seed
-    000's training loop runs ``i = 1, 2, ..., N``). fnn counts zero-based epochs
-    ``epoch = count // steps_per_epoch``, so the seed's epoch number is
+    The article's law is ``a0 * k / sqrt(epoch)`` with epochs numbered from 1
+    (the training loop of [Deep Learning 2020, Learning rate decay] runs
+    ``i = 1, 2, ..., N``). fnn counts zero-based epochs
+    ``epoch = count // steps_per_epoch``, so the article's epoch number is
     ``epoch + 1``: the first epoch uses ``a0 * k`` and nothing divides by zero.
 
     Args:
@@ -303,8 +308,8 @@ def inverse_sqrt_decay(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 000, section 6 "Learning rate decay", third law (standard form
-      ``a0 * k / sqrt(epoch)``; the seed's formula image is lost).
+      [Deep Learning 2020, Learning rate decay], third law (standard form
+      ``a0 * k / sqrt(epoch)``; the article's formula image is lost).
     """
     a0 = _check_rate("init_value", init_value)
     k = _check_real("k", k, minimum=0.0, strict=True)
@@ -318,7 +323,7 @@ def inverse_sqrt_decay(
 
 
 # ----------------------------------------------------------------------------------
-# Seed 003, Adaptive Learning rate
+# [Neacșu & Vasilescu, Adaptive Learning rate]
 # ----------------------------------------------------------------------------------
 
 
@@ -349,7 +354,7 @@ def linear_schedule(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 003, Adaptive Learning rate: "Linear decrease from a0 to af".
+      [Neacșu & Vasilescu, Adaptive Learning rate]: "Linear decrease from a0 to af".
     """
     a0 = _check_rate("init_value", init_value)
     af = _check_rate("end_value", end_value)
@@ -384,7 +389,8 @@ def polynomial_schedule(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 003, Adaptive Learning rate (a generalisation of the linear decrease).
+      [Neacșu & Vasilescu, Adaptive Learning rate] (a generalisation of the linear
+      decrease).
     """
     a0 = _check_rate("init_value", init_value)
     af = _check_rate("end_value", end_value)
@@ -404,9 +410,10 @@ def piecewise_constant_schedule(
 ) -> Schedule:
     """Piecewise constant: multiply by ``scale_b`` once the step reaches ``b``.
 
-    ``lr(t) = a0 * prod_{b <= t} scale_b``; with every scale ``0.5`` this is seed
-    003's "halve the learning rate on a fixed schedule". A boundary ``b`` takes
-    effect at step ``b`` itself.
+    ``lr(t) = a0 * prod_{b <= t} scale_b``; with every scale ``0.5`` this is
+    the "halve the learning rate on a fixed schedule" of
+    [Neacșu & Vasilescu, Adaptive Learning rate]. A boundary ``b`` takes effect at step
+    ``b`` itself.
 
     Args:
       init_value: ``a0``.
@@ -417,7 +424,7 @@ def piecewise_constant_schedule(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 003, Adaptive Learning rate: "Halve the learning rate on a fixed
+      [Neacșu & Vasilescu, Adaptive Learning rate]: "Halve the learning rate on a fixed
       schedule".
     """
     a0 = _check_rate("init_value", init_value)
@@ -454,7 +461,7 @@ def cosine_decay_schedule(
 
     References:
       Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5 (one period, no restart);
-      seed 003, Adaptive Learning rate.
+      [Neacșu & Vasilescu, Adaptive Learning rate].
     """
     a0 = _check_rate("init_value", init_value)
     T = _check_int("decay_steps", decay_steps, minimum=1)
@@ -486,7 +493,7 @@ def linear_warmup(
 
     References:
       Goyal et al., "Accurate, Large Minibatch SGD", 2017 (gradual warm-up);
-      seed 003, Adaptive Learning rate (increasing learning rate).
+      [Neacșu & Vasilescu, Adaptive Learning rate] (increasing learning rate).
     """
     peak = _check_rate("peak_value", peak_value)
     W = _check_int("warmup_steps", warmup_steps, minimum=1)
@@ -509,7 +516,8 @@ def warmup(schedule: Schedule, warmup_steps: int, init_value: float = 0.0) -> Sc
       A schedule ``count -> float32 scalar``.
 
     References:
-      Goyal et al., 2017 (gradual warm-up); seed 003, Adaptive Learning rate.
+      Goyal et al., 2017 (gradual warm-up);
+      [Neacșu & Vasilescu, Adaptive Learning rate].
     """
     if not callable(schedule):
         raise ValueError(f"schedule must be callable, got {schedule!r}.")
@@ -559,7 +567,7 @@ def one_cycle(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 003, Adaptive Learning rate: "The 1-cycle policy"; L. N. Smith,
+      [Neacșu & Vasilescu, Adaptive Learning rate]: "The 1-cycle policy"; L. N. Smith,
       "A disciplined approach to neural network hyper-parameters", 2018, and
       Smith & Topin, "Super-convergence", 2018.
     """
@@ -614,8 +622,8 @@ def sgdr(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 003, Adaptive Learning rate: "Stochastic Gradient Descent with Warm
-      Restart"; Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5.
+      [Neacșu & Vasilescu, Adaptive Learning rate]: "Stochastic Gradient Descent
+      with Warm Restart"; Loshchilov & Hutter, "SGDR", ICLR 2017, eq. 5.
     """
     a0 = _check_rate("init_value", init_value)
     T0 = _check_int("period", period, minimum=1)
@@ -666,8 +674,8 @@ def join_schedules(
       A schedule ``count -> float32 scalar``.
 
     References:
-      seed 003, Adaptive Learning rate (warm-up, 1-cycle and restarts are all
-      joins of simple pieces).
+      [Neacșu & Vasilescu, Adaptive Learning rate] (warm-up, 1-cycle and restarts
+      are all joins of simple pieces).
     """
     schedules = list(schedules)
     boundaries = list(boundaries)

@@ -1,6 +1,8 @@
-"""Activation functions of seeds 001/003 and their derivatives; saturation, dying ReLU.
+"""Activation functions and their derivatives; saturation, dying ReLU.
 
-1. Every activation of ``fnn.activations`` (seed 003's list: identity, step,
+The activations of [Laurent] and [Neacșu & Vasilescu].
+
+1. Every activation of ``fnn.activations`` ([Neacșu & Vasilescu]'s list: identity, step,
    sigmoid, tanh, Soboleva tanh, ReLU, leaky ReLU, GELU, ELU, SELU, SiLU,
    Gaussian, softplus; LeCun's 1.7159 tanh(2x/3)) with its derivative, and
    the largest gap between fnn's hand-written derivative and ``jax.grad`` of
@@ -14,8 +16,9 @@
    learning rate; leaky ReLU for comparison (its "dead" units still get a
    gradient of 0.01).
 
-References: seed 003, "Classic/Modern Activation Operators", "ReLU variants";
-seed 001, "Activation functions"; seed 000, section 3 (saturation).
+References: [Neacșu & Vasilescu, Classic/Modern Activation Operators; ReLU variants];
+[Laurent, Activation functions]; [Deep Learning 2020, Parameter initialization]
+(saturation).
 """
 
 import sys

@@ -1,6 +1,6 @@
 """Three-way gradient report: manual backprop, jax.grad and finite differences.
 
-Two parts, both in float64 with seed 000's relative difference
+Two parts, both in float64 with [Deep Learning 2020]'s relative difference
 ||a - b|| / (||a|| + ||b||):
 
 * the MLP grid: for every activation of ``fnn.activations.names()`` (as the
@@ -15,8 +15,8 @@ Two parts, both in float64 with seed 000's relative difference
 
 A row fails (verdict ``WRONG``) when manual vs autodiff exceeds ``--tol-auto``
 (default 1e-9: two exact methods). When the manual gradient equals autodiff's
-but manual vs finite differences exceeds ``--tol-fd`` (default 1e-5; seed 000
-expects about eps = 1e-7 for a correct backward and flags about 1e-3), the row
+but manual vs finite differences exceeds ``--tol-fd`` (default 1e-5; [Deep Learning
+2020] expects about eps = 1e-7 for a correct backward and flags about 1e-3), the row
 says ``kink``: the difference step crossed a non-differentiable point (see
 below), which the row reports and does not count as a failure. A block fails
 when its check fails or a leaf exceeds the same tolerances away from a kink.
@@ -36,7 +36,7 @@ exactly 0 whenever a row of the layer before is all zero, and a bias moved by
 ±eps jumps across the step (the full grid has such a row). The block checks
 use nonzero biases.
 
-References: seed 000, section 4 "Gradient Checking".
+References: [Deep Learning 2020, Gradient Checking].
 """
 
 import sys
@@ -267,8 +267,8 @@ def plot(result):
     ):
         vals = np.maximum([r[k] for r in rows], 1e-18)
         ax.semilogy(pos, vals, mk, label=k, alpha=0.7)
-    ax.axhline(1e-7, color="g", ls=":", label="seed 000: ~1e-7 fine")
-    ax.axhline(1e-3, color="r", ls=":", label="seed 000: ~1e-3 bug")
+    ax.axhline(1e-7, color="g", ls=":", label="[Deep Learning 2020]: ~1e-7 fine")
+    ax.axhline(1e-3, color="r", ls=":", label="[Deep Learning 2020]: ~1e-3 bug")
     ax.set_xticks(
         pos, [f"{r['activation'][:4]}/{r['loss'][:3]}/{r['depth']}" for r in rows]
     )

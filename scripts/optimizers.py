@@ -1,24 +1,24 @@
-"""Seed 003's regression with SGD, momentum and Nesterov, and the adaptive methods.
+"""A regression with SGD, momentum and Nesterov, and the adaptive methods.
 
-Problem (seed 003, "Let us take a simple example"): N = 30 points
+Problem ([Neacșu & Vasilescu, Let us take a simple example]): N = 30 points
 y = 3x + 2 + U(-0.1, 0.1) (x ~ U(0, 1), ``fnn.datasets.line``), model
 y^ = theta_0 + theta_1 x, loss J(theta) = sum_i (y_i - y^_i)^2 (the SUM of the
 squared errors: with the 1/N mean, alpha = 0.005 is too slow to reach the
-seed's numbers in 1000 steps), theta_0 = (10, 5), alpha = 0.005, 1000
-full-batch iterations. Seed 003's theta_1000: SGD (1.9882, 2.9975), momentum
+source's numbers in 1000 steps), theta_0 = (10, 5), alpha = 0.005, 1000
+full-batch iterations. [Neacșu & Vasilescu]'s theta_1000: SGD (1.9882, 2.9975), momentum
 0.6 (1.9837, 2.9933), Nesterov 0.8 (1.9738, 2.9914). All three are the least-
 squares fit of their own data up to its noise; ours differ in the third decimal
 because the 30 noisy points differ.
 
 Also: AdaGrad, RMSProp and Adam on the same problem and on a small network
 (two moons, 2-16-1 tanh, BCE); learning rates too small and too large
-(divergence above 2/lambda_max of the Hessian 2 X^T X); seed 000's learning-
+(divergence above 2/lambda_max of the Hessian 2 X^T X); [Deep Learning 2020]'s learning-
 rate decay laws; and the number of iterations gradient descent needs with raw
 versus standardized inputs (x ~ U(0, 10)).
 
-References: seed 003, "Gradient descent algorithms" (SGD minimization, SGD with
-momentum, Nesterov, ADAGRAD, RMSProp, ADAM, Standardization); seed 000,
-section 6 (learning rate decay, normalizing inputs).
+References: [Neacșu & Vasilescu, Gradient descent algorithms] (SGD minimization,
+SGD with momentum, Nesterov, ADAGRAD, RMSProp, ADAM, Standardization);
+[Deep Learning 2020, Learning rate decay; Normalizing inputs].
 """
 
 import sys
@@ -53,7 +53,7 @@ def regression_data(key=None, x_range=(0.0, 1.0)):
 
 
 def sse(X, y):
-    """``theta -> sum_i (y_i - X_i theta)^2`` (seed 003's l2 loss, summed)."""
+    """``theta -> sum_i (y_i - X_i theta)^2`` (the l2 loss, summed)."""
     return lambda theta: jnp.sum((y - X @ theta) ** 2)
 
 
@@ -74,7 +74,7 @@ def adaptive_optimizers():
 
 
 def regression(steps=1000):
-    """Paths of the seed's three methods and the adaptive ones; theta table."""
+    """Paths of the source's three methods and the adaptive ones; theta table."""
     X, y = regression_data()
     J = sse(X, y)
     lstsq = np.linalg.lstsq(np.asarray(X, np.float64), np.asarray(y, np.float64))
@@ -91,8 +91,8 @@ def regression(steps=1000):
                 "method": name,
                 "theta_0 (bias)": path[-1, 0],
                 "theta_1 (slope)": path[-1, 1],
-                "seed 003 theta_0": seed[0],
-                "seed 003 theta_1": seed[1],
+                "[Neacșu & Vasilescu] theta_0": seed[0],
+                "[Neacșu & Vasilescu] theta_1": seed[1],
                 "|theta - lstsq|": float(np.linalg.norm(path[-1] - theta_star)),
                 "final loss": losses[-1],
             }
@@ -102,8 +102,8 @@ def regression(steps=1000):
             "method": "least squares",
             "theta_0 (bias)": theta_star[0],
             "theta_1 (slope)": theta_star[1],
-            "seed 003 theta_0": float("nan"),
-            "seed 003 theta_1": float("nan"),
+            "[Neacșu & Vasilescu] theta_0": float("nan"),
+            "[Neacșu & Vasilescu] theta_1": float("nan"),
             "|theta - lstsq|": 0.0,
             "final loss": float(J(jnp.asarray(theta_star, jnp.float32))),
         }
@@ -196,7 +196,11 @@ def small_network(epochs=300):
 
 
 def decay_laws(epochs=100):
-    """Learning rate against epoch for seed 000's decay laws and two of seed 003's."""
+    """Learning rate against epoch for the decay laws of both sources.
+
+    The three of [Deep Learning 2020, Learning rate decay] and two of
+    [Neacșu & Vasilescu, Adaptive Learning rate].
+    """
     laws = {
         "1/(1 + k e), k=0.1": schedules.inverse_time_decay(0.1, 0.1),
         "0.95^e": schedules.epoch_exponential_decay(0.1, 0.95),
@@ -221,7 +225,7 @@ def run(quick: bool = False):
 
 
 def plot_paths(reg, names=("sgd", "momentum 0.6", "nesterov 0.8"), ax=None):
-    """The optimization paths on the contours of J (seed 003's figures)."""
+    """The optimization paths on the contours of J ([Neacșu & Vasilescu]'s figures)."""
     if ax is None:
         fig, axes = _common.figure(1, 1, (5.5, 4.5))
         ax = axes[0, 0]
@@ -246,7 +250,7 @@ def plot(result):
     fig, axes = _common.figure(2, 3)
     reg = result["regression"]
     plot_paths(reg, ax=axes[0, 0])
-    axes[0, 0].set_title("seed 003 paths, alpha = 0.005")
+    axes[0, 0].set_title("[Neacșu & Vasilescu] paths, alpha = 0.005")
     ax = axes[0, 1]
     for name, (_, losses) in reg["paths"].items():
         ax.semilogy(losses, label=name)

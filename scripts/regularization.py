@@ -7,14 +7,14 @@ Four runs with Adam (learning rate 1e-3, batch 32) and ``fnn.fit``:
 
 * none: no regularization (high variance: J_train -> 0, J_dev rises);
 * L2: J + l2 sum W^2 with l2 = 1e-3;
-* dropout: seed 001's rates, 0.2 on the input, 0.5 on hidden layers;
+* dropout: [Laurent]'s rates, 0.2 on the input, 0.5 on hidden layers;
 * early stopping: stop after ``--patience`` epochs without a lower dev loss and
   keep the best epoch's parameters.
 
 Reported: train/dev curves per epoch and a table of train/dev/test accuracy.
 
-References: seed 000, sections "Bias/variance", "L1 - L2 regularization",
-"Dropout regularization", "Early stopping"; seed 001, "Regularization",
+References: [Deep Learning 2020, Bias/variance; L1 - L2 regularization;
+Dropout regularization; Early stopping]; [Laurent, Regularization],
 "Dropout".
 """
 

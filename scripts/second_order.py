@@ -8,9 +8,9 @@ the wall time (the jitted step is compiled and warmed up before timing). An
 iteration of Newton forms and solves the 49 x 49 Hessian; CG and L-BFGS make a
 strong-Wolfe line search; Adam takes one gradient step.
 
-References: seed 003, "Second order methods" (Conjugate gradient, Newton,
-Quasi Newton: BFGS, L-BFGS); seed 002, "Second order methods do not scale
-well".
+References: [Neacșu & Vasilescu, Second order methods] (Conjugate gradient, Newton,
+Quasi Newton: BFGS, L-BFGS); [Balvert, Second order methods do not scale
+well].
 """
 
 import sys

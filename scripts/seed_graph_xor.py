@@ -1,19 +1,20 @@
 """From neuron to MLP: the computational graph, XOR, universal approximation.
 
-1. Seed 000's computational graph f(x, y, z) = (x + y) z at (-2, 5, -4):
+1. [Deep Learning 2020]'s computational graph f(x, y, z) = (x + y) z at (-2, 5, -4):
    forward q = 3, f = -12; backward grad f = (-4, -4, 3), with ``fnn.graph``
    and checked against ``jax.grad``.
-2. Seed 001's XOR: the least-squares linear fit of J(theta) = 1/4 sum (f* - f)^2
+2. [Laurent]'s XOR: the least-squares linear fit of J(theta) = 1/4 sum (f* - f)^2
    is theta* = ((0, 0), 1/2) (f = 1/2 everywhere, J = 1/4), found here by
    least squares and by gradient descent; the two-unit ReLU network
    W = [[1, 1], [1, 1]], c = (0, -1), w = (1, -2), b = 0 reproduces XOR
    exactly (J = 0).
-3. Universal approximation (seed 001, Cybenko/Hornik; seed 003): one tanh
+3. Universal approximation ([Laurent, Universal approximation theorem]; [Neacșu &
+  Vasilescu, Universal Approximators]; Cybenko/Hornik): one tanh
    hidden layer of growing width fitted (Adam, MSE) to
    f(x) = sin(3x) + 0.5 x on [-2, 2]; the error falls as the width grows.
 
-References: seed 000, section 4 "Computational graph"; seed 001, "Multilayer
-perceptron: a simple example" and "Universal approximation theorem"; seed 003,
+References: [Deep Learning 2020, Computational graph]; [Laurent, Multilayer
+perceptron: a simple example; Universal approximation theorem]; [Neacșu & Vasilescu,
 "Universal Approximators".
 """
 
@@ -59,7 +60,7 @@ XOR_RELU_PARAMS = [
 
 
 def xor(steps=2000):
-    """The best linear fit of XOR and seed 001's exact ReLU network."""
+    """The best linear fit of XOR and [Laurent]'s exact ReLU network."""
     d = fnn.datasets.xor()
     X, t = d.X, d.y.astype(jnp.float32)
     A = np.concatenate([np.asarray(X, np.float64), np.ones((4, 1))], axis=1)
@@ -145,7 +146,7 @@ def plot(result):
     ax = axes[0, 0]
     pos = np.arange(4)
     ax.bar(pos - 0.2, xr["linear"], 0.4, label="best linear fit")
-    ax.bar(pos + 0.2, xr["relu_out"], 0.4, label="ReLU 2-2-1 (seed 001)")
+    ax.bar(pos + 0.2, xr["relu_out"], 0.4, label="ReLU 2-2-1 [Laurent]")
     ax.plot(pos, [0, 1, 1, 0], "k_", ms=30, mew=2, label="f*(x)")
     ax.set_xticks(pos, [r["x"] for r in xr["rows"]])
     ax.set_title("XOR")

@@ -5,16 +5,16 @@
    ||dJ/dW_l|| of every layer l, for sigmoid/tanh/ReLU hidden activations
    under zero, small-random N(0, 0.01^2), Glorot-normal and He-normal weights.
    Zero weights give zero gradients in every layer but the last (the hidden
-   units are symmetric, seed 000 section 3); sigmoid's gradient shrinks
-   towards the input by about sigma' <= 1/4 per layer; He keeps ReLU's
+   units are symmetric, [Deep Learning 2020, Parameter initialization]); sigmoid's
+   gradient shrinks towards the input by about sigma' <= 1/4 per layer; He keeps ReLU's
    gradient flat, Glorot keeps tanh's flat.
-2. Seed 000's linear example: all activations linear, W = 1.5 I (or 0.5 I),
+2. [Deep Learning 2020]'s linear example: all activations linear, W = 1.5 I (or 0.5 I),
    b = 0, so y^ = W_L diag(1.5^(L-1)) x: the output and the gradient with
    respect to the input grow (shrink) like 1.5^(L-1) (0.5^(L-1)).
 
-References: seed 000, section "Gradient problems" and section 3
-"Parameter initialization"; seed 002, "Challenge: Unstable gradients";
-seed 003, "Exploding and vanishing gradients", LeCun/Glorot/He initialization.
+References: [Deep Learning 2020, Gradient problems; Parameter
+initialization]; [Balvert, Challenge: Unstable gradients];
+[Neacșu & Vasilescu, Exploding and vanishing gradients], LeCun/Glorot/He initialization.
 """
 
 import sys
@@ -65,7 +65,10 @@ def layer_grad_norms(depth=10, width=64, batch=256):
 
 
 def linear_example(depths=(1, 2, 5, 10, 20, 30)):
-    """Seed 000: linear layers W = s I; output and input-gradient vs 1.5^(L-1)."""
+    """Linear layers W = s I; output and input-gradient vs 1.5^(L-1).
+
+    The example of [Deep Learning 2020, Gradient problems].
+    """
     x = jnp.asarray([[1.0, 1.0]])
     rows = []
     for scale in (1.5, 0.5):
@@ -118,7 +121,11 @@ def plot(result):
             "o-",
             label=f"W = {scale} I",
         )
-    ax.set(title="seed 000 linear network", xlabel="depth L", ylabel="dy^/dx_1")
+    ax.set(
+        title="[Deep Learning 2020] linear network",
+        xlabel="depth L",
+        ylabel="dy^/dx_1",
+    )
     ax.legend()
     return fig
 

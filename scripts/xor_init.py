@@ -1,18 +1,18 @@
-"""Seed 003's XOR initialization experiment: does the starting point matter?
+"""The XOR initialization experiment: does the starting point matter?
 
 A 2-4-1 sigmoid network (sigmoid output), binary cross-entropy, full-batch SGD
 with learning rate 0.1 and momentum 0.99, 1000 epochs, biases 0, trained from
 20 random initializations with weights drawn from U(-10, 10) and from
 N(0, std = 1/sqrt(fan_in)). A run *fails* when, after training, not all four
 XOR points are classified correctly at threshold 0.5 (output > 0.5 means
-class 1). The seed reports 6/20 failures for U(-10, 10) and 0/20 for the
+class 1). [Neacșu & Vasilescu] reports 6/20 failures for U(-10, 10) and 0/20 for the
 scaled normal.
 
 Without ``--quick`` the 20-seed experiment is repeated ``--repeats`` times
 (default 10) with fresh seeds, giving the failure rate per 20 with its spread.
 
-References: seed 003, "Initialization mechanisms: Does the starting point
-matter?".
+References: [Neacșu & Vasilescu, Initialization mechanisms: Does the starting point
+matter?].
 """
 
 import sys
@@ -33,7 +33,7 @@ SEED_FAILURES = {"uniform(-10, 10)": 6, "normal(0, 1/sqrt(fan_in))": 0}
 
 
 def fan_in_normal(key, shape, dtype):
-    """N(0, std = 1/sqrt(fan_in)) weights (seed 003's second initialization)."""
+    """N(0, std = 1/sqrt(fan_in)) weights (the source's second initialization)."""
     std = 1.0 / np.sqrt(shape[0])
     return jax.random.normal(key, shape, dtype) * jnp.asarray(std, dtype)
 
@@ -94,7 +94,7 @@ def run(quick: bool = False, seeds: int = 20, repeats: int = 10, epochs: int = 1
                 "mean failures per 20": float(np.mean(fails)) * 20 / seeds,
                 "std": float(np.std(fails)) * 20 / seeds,
                 "repeats": repeats,
-                "seed 003": f"{SEED_FAILURES[name]}/20",
+                "[Neacșu & Vasilescu]": f"{SEED_FAILURES[name]}/20",
             }
         )
     return {"rows": rows, "curves": curves, "failures": fails}
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1000)
     a = p.parse_args(argv)
     result = run(a.quick, a.seeds, a.repeats, a.epochs)
-    _common.report(result["rows"], a.out, NAME, "XOR failures (seed 003)")
+    _common.report(result["rows"], a.out, NAME, "XOR failures [Neacșu & Vasilescu]")
     _common.save_figure(plot(result), a.out, NAME)
     return 0
 

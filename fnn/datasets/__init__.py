@@ -9,7 +9,7 @@ inputs ``X`` of shape ``(m, n)``, batch first, and targets ``y`` of shape ``(m,)
 Bundled (``fnn/datasets/data/``, attribution in its README):
   ``load_digits`` (1797 x 64, 10 classes), ``load_breast_cancer`` (569 x 30,
   binary), ``load_diabetes`` (442 x 10, regression).
-Generated: ``xor``, ``line`` (seed 003), ``two_moons``, ``two_spirals``.
+Generated: ``xor``, ``line`` [Neacșu & Vasilescu], ``two_moons``, ``two_spirals``.
 Text: ``load_pydoc_chars`` (the Python documentation as character ids) and
 next-character windows (``char_windows``, ``random_char_windows``).
 From a user folder: ``read_idx``, ``load_mnist``, ``load_fashion_mnist``.

@@ -56,11 +56,11 @@ def xor(
       int32 ``(n,)`` in {0, 1}.
 
     References:
-      seed 001, "Multilayer perceptron: a simple example" (XOR).
+      [Laurent, Multilayer perceptron: a simple example] (XOR).
     """
     points = jnp.asarray(XOR_POINTS, dtype=jnp.float32)
     labels = jnp.asarray(XOR_LABELS, dtype=jnp.int32)
-    desc = "XOR of two binary inputs (seed 001): label 1 iff x1 != x2."
+    desc = "XOR of two binary inputs [Laurent]: label 1 iff x1 != x2."
     if key is None:
         if n is not None or noise is not None:
             raise ValueError("xor: n and noise need a key (xor(key, n, noise))")
@@ -80,14 +80,14 @@ def line(
     half_width: float = 0.1,
     x_range: tuple[float, float] = (0.0, 1.0),
 ) -> Dataset:
-    """Seed 003's regression example: ``y = 3 x + 2 + U(-0.1, 0.1)``.
+    """[Neacșu & Vasilescu]'s regression example: ``y = 3 x + 2 + U(-0.1, 0.1)``.
 
     .. math::
 
         x \\sim \\mathcal{U}(a, b), \\quad
         y = 3x + 2 + u, \\quad u \\sim \\mathcal{U}(-h, h)
 
-    with ``N = 30`` samples and ``h = 0.1`` by default. The seed does not give
+    with ``N = 30`` samples and ``h = 0.1`` by default. The source does not give
     the range of ``x``; fnn draws it uniformly on ``[a, b) = [0, 1)``.
 
     Args:
@@ -101,8 +101,8 @@ def line(
       float32 ``(n,)``.
 
     References:
-      seed 003, "Let us take a simple example" and "The effect of
-      standardization".
+      [Neacșu & Vasilescu, Let us take a simple example; The effect of
+      standardization].
     """
     n = _check_n(n, 1)
     h = _check_noise(half_width, "half_width")
@@ -113,7 +113,7 @@ def line(
     x = jax.random.uniform(k_x, (n, 1), jnp.float32, a, b)
     u = jax.random.uniform(k_u, (n,), jnp.float32, -h, h) if h > 0 else 0.0
     y = 3.0 * x[:, 0] + 2.0 + u
-    desc = f"y = 3x + 2 + U(-{h}, {h}), x ~ U({a}, {b}) (seed 003)."
+    desc = f"y = 3x + 2 + U(-{h}, {h}), x ~ U({a}, {b}) [Neacșu & Vasilescu]."
     return Dataset(x, y.astype(jnp.float32), ("x",), None, None, desc)
 
 

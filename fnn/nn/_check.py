@@ -7,7 +7,7 @@ hand-written backward must be the vector-Jacobian product of the forward:
 
 :func:`check_block` computes the right-hand side twice more, by ``jax.vjp`` of
 the block's own forward and by central differences of ⟨b(θ, x), dy⟩, in
-float64 inside a scoped ``jax.enable_x64``, and reports seed 000's relative
+float64 inside a scoped ``jax.enable_x64``, and reports [Deep Learning 2020]'s relative
 difference for the input and every parameter leaf (the article "Deep
 Learning", section 4, "Gradient Checking": about 1e-7 or below is correct,
 1e-3 or above is a bug). It raises nothing on a failed check: the report says

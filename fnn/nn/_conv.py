@@ -24,7 +24,7 @@ Pooling reads the same windows, per channel:
               split them evenly).
     AvgPool:  y = mean over the window; dX gets dy/(kh·kw) at every position.
 
-References: seed 002, "Convolution layers" / "Local receptive fields"; seed 001,
+References: [Balvert, Convolution layers: Local receptive fields]; [Laurent],
 "Conclusion" (CNNs, LeCun 1998).
 """
 

@@ -4,12 +4,14 @@ Batch-first: ``A_prev`` is ``(m, n_in)``, ``W`` is ``(n_in, n_out)``, ``b`` is
 ``(n_out,)``, ``Z`` and ``A`` are ``(m, n_out)``. Inputs of higher rank, such as
 sequences ``(m, T, n_in)``, are mapped along their last axis (every position by
 the same ``W`` and ``b``), as ``x @ W`` does; the sums in dW and db then run over
-every axis but the last. The seeds write the same layer
-for one column-vector example as z = Wᵀa + b (seed 000 §4) or a = Wh + b with
-``W`` of shape (n_out, n_in) (seed 001); fnn's ``W`` is seed 000's ``W^{[i]}``,
-and the rows of fnn's ``A`` are the columns of the seeds' ``A``.
+every axis but the last. The sources write the same layer for one column-vector
+example as z = Wᵀa + b ([Deep Learning 2020, Forward - Backpropagation]) or
+a = Wh + b with ``W`` of shape (n_out, n_in) [Laurent, Mathematical formulation];
+fnn's ``W`` is [Deep Learning 2020]'s ``W^{[i]}``, and the rows of fnn's ``A``
+are the columns of the sources' ``A``.
 
-Backward (seed 000 §4, transposed to batch-first; seed 002 "Backpropagation"):
+Backward ([Deep Learning 2020, Forward - Backpropagation], transposed to batch-first;
+[Balvert, Backpropagation]):
 
     dZ      = dA ⊙ ψ'(Z)              (m, n_out)
     dW      = A_prevᵀ dZ               (n_in, n_out)
@@ -44,7 +46,9 @@ def Dense(
     W_init="he_normal",
     b_init="zeros",
 ) -> Block:
-    """A dense layer, optionally followed by an activation (seed 000 §4's layer).
+    """A dense layer, optionally followed by an activation.
+
+    The layer of [Deep Learning 2020, Forward - Backpropagation].
 
     Args:
       n_out: number of units (needed by ``init`` only).

@@ -1,9 +1,10 @@
 """Inverted dropout: A_hat = A ⊙ r / (1 − p), r_j ~ Bernoulli(1 − p).
 
-``drop_rate`` p is the probability of **dropping** a unit (seed 001: "with a
+``drop_rate`` p is the probability of **dropping** a unit ([Laurent]: "with a
 certain probability p ... each unit of the network is set to 0", p = 0.5 for
-hidden units and 0.2 for the input layer). Seed 000 writes r ~ Bernoulli(p) with
-p the probability of *keeping*; fnn follows seed 001 and Keras/PyTorch.
+hidden units and 0.2 for the input layer). [Deep Learning 2020] writes
+r ~ Bernoulli(p) with p the probability of *keeping*; fnn follows [Laurent] and
+Keras/PyTorch.
 
 "Inverted": the kept units are scaled by 1/(1 − p) during training, so
 E[A_hat] = A and evaluation uses the layer unchanged (no rescaling at test time).
@@ -12,7 +13,7 @@ Forward (training):  A_hat = A ⊙ M,   M = r / (1 − p)       (m, n)
 Backward:            dA    = dA_hat ⊙ M
 Evaluation (``train=False``): identity, forward and backward.
 
-References: seed 000 §6 "Dropout regularization"; seed 001 "Regularization";
+References: [Deep Learning 2020, Dropout regularization]; [Laurent, Regularization];
 Srivastava et al. (2014).
 """
 

@@ -5,7 +5,7 @@ Forward (batch-first; piece p of unit j is column j·k + p of ``Z``):
     Z = A_prev @ W + b                      (m, n_out·k), W (n_in, n_out·k)
     A_j = max_p Z_{j,p}                     (m, n_out)
 
-Backward (seed 003: ∂ρ/∂x_j = 1 for j = argmax, 0 elsewhere):
+Backward ([Neacșu & Vasilescu]: ∂ρ/∂x_j = 1 for j = argmax, 0 elsewhere):
 
     dZ_{j,p} = dA_j · [p = p*_j],  p*_j = argmax_p Z_{j,p}   (m, n_out·k)
     dW = A_prevᵀ dZ,  db = Σ_rows dZ,  dA_prev = dZ Wᵀ
@@ -15,7 +15,7 @@ The forward reads the maximum at that index rather than through ``jnp.max``
 (whose ``jax.grad`` splits a tie equally), so ``jax.grad`` of the block routes
 ties exactly as the hand-written backward does.
 
-References: seed 003, "Output activation functions" (Maxout and its
+References: [Neacșu & Vasilescu, Output activation functions] (Maxout and its
 derivative); Goodfellow et al. (2013), "Maxout Networks".
 """
 

@@ -21,7 +21,7 @@ stop-gradient shortcut); with dx̂ = dy ⊙ γ and sums over the N values:
   the last axis only, ``axis=-1``, for sequences); γ and β have the shape of
   the group. Training and evaluation are the same.
 
-References: seed 002, "Solutions" (batch normalization against vanishing
+References: [Balvert, Solutions] (batch normalization against vanishing
 gradients); Ioffe & Szegedy (2015); Ba, Kiros & Hinton (2016).
 """
 
@@ -100,7 +100,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5) -> Block:
       and state ``{"mean": (C,), "var": (C,)}`` (0 and 1); input ``(m, ..., C)``,
       output of the same shape.
 
-    References: seed 002, "Solutions"; Ioffe & Szegedy (2015), Algorithm 1.
+    References: [Balvert, Solutions]; Ioffe & Szegedy (2015), Algorithm 1.
     """
     if not isinstance(momentum, int | float) or not 0 <= momentum < 1:
         raise ValueError(f"BatchNorm momentum must be in [0, 1), got {momentum!r}.")
@@ -177,7 +177,7 @@ def LayerNorm(eps: float = 1e-5, *, axis: int | None = None) -> Block:
       equals input shape.
 
     References: Ba, Kiros & Hinton (2016), "Layer Normalization"; the per-example
-    counterpart of seed 002's batch normalization.
+    counterpart of [Balvert]'s batch normalization.
     """
     _check_eps(eps)
     if axis not in (None, -1):

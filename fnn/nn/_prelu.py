@@ -11,9 +11,9 @@ Backward (sums over every axis that α is broadcast along):
     dα = Σ_{batch, ...} dy ⊙ min(z, 0)                  (n,) or ()
 
 At z = 0 the value is 0 on both sides; fnn takes the left derivative α there
-(seed 003 writes the αx branch for x ≤ 0).
+([Neacșu & Vasilescu] writes the αx branch for x ≤ 0).
 
-References: seed 003, "ReLU variants" (Parametric Rectified Linear Unit);
+References: [Neacșu & Vasilescu, ReLU variants] (Parametric Rectified Linear Unit);
 He et al. (2015), "Delving Deep into Rectifiers" (α initialised to 0.25,
 one α per channel or one shared α).
 """

@@ -35,15 +35,15 @@ Invariants:
     gradients whose structure or leaf shapes differ from the parameters'
     (``ValueError`` naming the key path).
 
-Conventions where the seeds (or libraries) differ, and what fnn does:
-  * momentum: ``sgd`` uses the *velocity* form of seeds 001/003 (``v <- beta v -
-    alpha g``, ``theta <- theta + v``, PyTorch/optax differ only in where the
-    learning rate sits); ``ema_momentum`` is seed 000's exponential average
+Conventions where the sources (or libraries) differ, and what fnn does:
+  * momentum: ``sgd`` uses the *velocity* form of [Laurent; Neacșu & Vasilescu] (``v <-
+    beta v - alpha g``, ``theta <- theta + v``, PyTorch/optax differ only in where the
+    learning rate sits); ``ema_momentum`` is [Deep Learning 2020]'s exponential average
     (``V <- beta V + (1 - beta) g``, ``theta <- theta - alpha V``).
   * eps outside the square root (``g / (sqrt(r) + eps)``) for AdaGrad, RMSProp and
-    Adam, as in seeds 000 and 003 and Kingma & Ba; seed 001 writes RMSProp with
-    ``sqrt(delta + r)``: ``rmsprop(..., eps_in_sqrt=True)`` gives that form (also
-    optax's default).
+    Adam, as in [Deep Learning 2020; Neacșu & Vasilescu] and Kingma & Ba; [Laurent]
+    writes RMSProp with ``sqrt(delta + r)``: ``rmsprop(..., eps_in_sqrt=True)`` gives
+    that form (also optax's default).
   * weight decay: ``adamw`` is decoupled (Loshchilov & Hutter), scaled by the
     learning rate as in optax and PyTorch; coupled L2 is
     ``chain(add_decayed_weights(wd), adam(...))``.
@@ -160,13 +160,15 @@ def sgd(
 
         u_t = -alpha_t g_t
 
-    Momentum (Polyak; seed 001 "SGD with momentum", seed 003 Algorithm 2)::
+    Momentum (Polyak; [Laurent, SGD with momentum];
+    [Neacșu & Vasilescu, SGD with Momentum: Algorithm 2])::
 
         v_t = beta v_{t-1} - alpha_t g_t,    v_0 = 0
         u_t = v_t                            (theta_t = theta_{t-1} + v_t)
 
-    Nesterov (Sutskever et al. 2013; seed 001, seed 003 Algorithm 3) is defined by
-    a gradient at the look-ahead point::
+    Nesterov (Sutskever et al. 2013; [Laurent, SGD with Nesterov momentum];
+    [Neacșu & Vasilescu, Gradient descent with Nesterov momentum]) is defined
+    by a gradient at the look-ahead point::
 
         v_t = beta v_{t-1} - alpha_t grad J(theta_{t-1} + beta v_{t-1})
         theta_t = theta_{t-1} + v_t
@@ -183,7 +185,7 @@ def sgd(
     its velocities are the same ``v_t``; the explicit ``theta_t`` is
     ``params - beta * velocity``. At a minimum (``v = 0``) both coincide. The
     learning rate sits inside the velocity, so a schedule changes the step
-    exactly as in the seed's equations (PyTorch's form ``v <- beta v + g``,
+    exactly as in the sources' equations (PyTorch's form ``v <- beta v + g``,
     ``u = -alpha v`` agrees only for a constant rate).
 
     The velocity is kept in the accumulation dtype (float32 for 16-bit
@@ -192,9 +194,9 @@ def sgd(
     (about ``0.004 |theta|``) is rounded away when it is applied.
 
     Args:
-      learning_rate: a finite number ``>= 0`` (seed 003: ``alpha``; seed 001:
-        ``epsilon``) or a schedule ``count -> rate`` (checked at count 0).
-      momentum: ``beta`` in ``[0, 1)`` (seed 001 calls it ``alpha``).
+      learning_rate: a finite number ``>= 0`` ([Neacșu & Vasilescu]: ``alpha``;
+        [Laurent]: ``epsilon``) or a schedule ``count -> rate`` (checked at count 0).
+      momentum: ``beta`` in ``[0, 1)`` ([Laurent] calls it ``alpha``).
       nesterov: use Nesterov's look-ahead gradient.
 
     Returns:
@@ -202,8 +204,8 @@ def sgd(
       shapes and dtypes.
 
     References:
-      seed 001, SGD algorithm / SGD with momentum / SGD with Nesterov momentum;
-      seed 003, Gradient descent algorithms, Algorithms 1-3.
+      [Laurent, SGD algorithm / SGD with momentum / SGD with Nesterov momentum];
+      [Neacșu & Vasilescu, Gradient descent algorithms], Algorithms 1-3.
     """
     learning_rate = check_learning_rate(learning_rate)
     momentum = check_unit_interval("momentum", momentum)
@@ -250,15 +252,17 @@ class EmaMomentumState(NamedTuple):
 
 
 def ema_momentum(learning_rate: ScalarOrSchedule, beta: Scalar = 0.9) -> Optimizer:
-    """Gradient descent with momentum, exponential-moving-average form (seed 000).
+    """Gradient descent with momentum, exponential-moving-average form.
+
+    The form of [Deep Learning 2020, Gradient descent with momentum].
 
     ::
 
         V_t = beta V_{t-1} + (1 - beta) g_t,    V_0 = 0
         u_t = -alpha_t V_t
 
-    Seed 000 prints ``W := W - alpha dW`` in the update line; the text ("this
-    exponentially weighted average ... gives a better estimation of derivatives")
+    [Deep Learning 2020] prints ``W := W - alpha dW`` in the update line; the text
+    ("this exponentially weighted average ... gives a better estimation of derivatives")
     makes clear that ``V_dW`` is meant, which is what fnn does. Compared with the
     velocity form of ``sgd`` (``v = beta v - alpha g``), the average is damped by
     ``(1 - beta)``: with a constant rate, ``ema_momentum(alpha, beta)`` follows the
@@ -274,7 +278,7 @@ def ema_momentum(learning_rate: ScalarOrSchedule, beta: Scalar = 0.9) -> Optimiz
       An ``Optimizer`` with an :class:`EmaMomentumState`.
 
     References:
-      seed 000, section 6, Gradient descent with momentum.
+      [Deep Learning 2020, Gradient descent with momentum].
     """
     learning_rate = check_learning_rate(learning_rate)
     beta = check_unit_interval("beta", beta)
@@ -325,7 +329,9 @@ def adagrad(
     initial_accumulator_value: Scalar = 0.0,
     eps: Scalar = 1e-8,
 ) -> Optimizer:
-    """AdaGrad (Duchi et al. 2011), seed 003's form with ``delta`` outside the root.
+    """AdaGrad (Duchi et al. 2011), with ``delta`` outside the root.
+
+    The form of [Neacșu & Vasilescu, Adaptive first order: ADAGRAD].
 
     ::
 
@@ -340,13 +346,13 @@ def adagrad(
     Args:
       learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       initial_accumulator_value: ``r_0 >= 0``.
-      eps: ``delta >= 0`` (seed 003: about 1e-8).
+      eps: ``delta >= 0`` ([Neacșu & Vasilescu]: about 1e-8).
 
     Returns:
       An ``Optimizer`` with an :class:`AdagradState`.
 
     References:
-      seed 003, Adaptive first order: ADAGRAD.
+      [Neacșu & Vasilescu, Adaptive first order]: ADAGRAD.
     """
     learning_rate = check_learning_rate(learning_rate)
     initial_accumulator_value = check_nonnegative(
@@ -424,9 +430,10 @@ def rmsprop(
         v_t = beta v_{t-1} - alpha_t d_t,  u_t = v_t   (momentum = beta > 0)
         u_t = beta v_t - alpha_t d_t                   (... and nesterov=True)
 
-    The default (eps outside the root) follows seed 000 and seed 003 and PyTorch;
-    seed 001 writes ``epsilon / sqrt(delta + r)``, which is ``eps_in_sqrt=True``
-    (optax's default). The clamp at 0 in the centered form only removes rounding
+    The default (eps outside the root) follows
+    [Deep Learning 2020; Neacșu & Vasilescu] and PyTorch; [Laurent] writes
+    ``epsilon / sqrt(delta + r)``, which is ``eps_in_sqrt=True`` (optax's default). The
+    clamp at 0 in the centered form only removes rounding
     (``r_t >= m_t^2`` holds exactly). The momentum buffer is the velocity of
     ``sgd`` applied to the preconditioned direction ``d_t`` (PyTorch/TF form).
 
@@ -436,8 +443,8 @@ def rmsprop(
     Args:
       learning_rate: ``alpha``, a finite number ``>= 0`` or a schedule.
       decay: ``rho`` in ``[0, 1)``.
-      eps: ``eps >= 0`` (seed 000: 1e-8; seed 001: ``delta``, 1e-6).
-      initial_scale: ``r_0 >= 0`` (optax's fourth argument; 0 as in the seeds
+      eps: ``eps >= 0`` ([Deep Learning 2020]: 1e-8; [Laurent]: ``delta``, 1e-6).
+      initial_scale: ``r_0 >= 0`` (optax's fourth argument; 0 as in the sources
         and PyTorch). Passing a bool here (the former positional ``centered``)
         still means ``centered``, with a ``DeprecationWarning``.
       centered: divide by the root of the variance estimate instead.
@@ -449,8 +456,8 @@ def rmsprop(
       An ``Optimizer`` with an :class:`RmspropState`.
 
     References:
-      seed 000, section 6, RMSprop; seed 001, The RMSProp algorithm;
-      seed 003, RMSProp.
+      [Deep Learning 2020, RMSprop]; [Laurent, The RMSProp algorithm];
+      [Neacșu & Vasilescu, RMSProp].
     """
     if isinstance(initial_scale, bool):  # the former fourth positional, centered
         warnings.warn(
@@ -561,7 +568,8 @@ def adadelta(
         u_t       = alpha_t dx_t
 
     ``alpha = 1`` is Zeiler's algorithm; the unscaled ``dx_t`` is accumulated, as
-    in PyTorch and optax. Named in seed 003's summary of first-order methods.
+    in PyTorch and optax. Named in [Neacșu & Vasilescu, First order methods
+    summary].
 
     ``E[g^2]`` and ``E[dx^2]`` are kept in the accumulation dtype (float32 for
     16-bit parameters).
@@ -575,7 +583,8 @@ def adadelta(
       An ``Optimizer`` with an :class:`AdadeltaState`.
 
     References:
-      seed 003, First order methods summary (Adadelta); Zeiler (2012), Algorithm 1.
+      [Neacșu & Vasilescu, First order methods summary] (Adadelta); Zeiler (2012),
+      Algorithm 1.
     """
     learning_rate = check_learning_rate(learning_rate)
     rho = check_unit_interval("rho", rho)
@@ -741,7 +750,8 @@ def adam(
         m^_t = m_t / (1 - b1^t),   v^_t = v_t / (1 - b2^t)
         u_t = -alpha_t m^_t / (sqrt(v^_t) + eps)
 
-    This is seed 000's and seed 003's form. Seed 001 prints the update as
+    This is the form of [Deep Learning 2020, Adam] and [Neacșu & Vasilescu, ADAM
+    algorithm]. [Laurent, Adam algorithm] prints the update as
     ``epsilon / sqrt(eps^ + delta) * s^`` (``rho_1, rho_2`` for ``b1, b2``, ``s, r``
     for ``m, v``); the ``eps^`` is a typo for the corrected second moment ``r^``,
     and its ``delta`` inside the root differs from the paper's, which fnn follows.
@@ -762,7 +772,8 @@ def adam(
       An ``Optimizer`` with an :class:`AdamState` (``v_max = None``).
 
     References:
-      seed 000, section 6, Adam; seed 001, Adam algorithm; seed 003, ADAM algorithm.
+      [Deep Learning 2020, Adam]; [Laurent, Adam algorithm];
+      [Neacșu & Vasilescu, ADAM algorithm].
     """
     return _adam_family("adam", learning_rate, b1, b2, eps, "adam")
 
@@ -802,7 +813,7 @@ def adamw(
       An ``Optimizer`` with an :class:`AdamState`; ``update`` needs ``params``.
 
     References:
-      seed 000, section 6, Adam and L1 - L2 regularization; Loshchilov & Hutter,
+      [Deep Learning 2020, Adam; L1 - L2 regularization]; Loshchilov & Hutter,
       "Decoupled Weight Decay Regularization", Algorithm 2.
     """
     mask = renamed("adamw", "weight_decay_mask", "mask", weight_decay_mask, mask)
@@ -829,7 +840,7 @@ def adamax(
     Adam) so that a zero gradient history does not divide by zero. PyTorch adds it
     inside the max instead. The infinity-norm average is stored in ``state.v``.
 
-    Warning: the seeds and the paper put ``eps`` outside the max, as here
+    Warning: the sources and the paper put ``eps`` outside the max, as here
     (``u = -alpha m^ / (u_t + eps)`` with ``u_t = max(b2 u_{t-1}, |g|)``); optax
     and PyTorch put it inside (``max(b2 u_{t-1}, |g| + eps)``). The two agree
     to within ``eps`` of the denominator.
@@ -843,7 +854,7 @@ def adamax(
       An ``Optimizer`` with an :class:`AdamState`.
 
     References:
-      Kingma & Ba, "Adam", Algorithm 2 (AdaMax); seed 001, Adam algorithm.
+      Kingma & Ba, "Adam", Algorithm 2 (AdaMax); [Laurent, Adam algorithm].
     """
     return _adam_family("adamax", learning_rate, b1, b2, eps, "adamax")
 
@@ -873,8 +884,8 @@ def nadam(
       An ``Optimizer`` with an :class:`AdamState`.
 
     References:
-      Dozat, "Incorporating Nesterov Momentum into Adam" (2016); seed 001, SGD
-      with Nesterov momentum and Adam algorithm.
+      Dozat, "Incorporating Nesterov Momentum into Adam" (2016); [Laurent, SGD
+      with Nesterov momentum; Adam algorithm].
     """
     return _adam_family("nadam", learning_rate, b1, b2, eps, "nadam")
 
@@ -905,7 +916,7 @@ def amsgrad(
 
     References:
       Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", Algorithm 2;
-      seed 003, ADAM algorithm.
+      [Neacșu & Vasilescu, ADAM algorithm].
     """
     return _adam_family("amsgrad", learning_rate, b1, b2, eps, "amsgrad")
 

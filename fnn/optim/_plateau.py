@@ -69,7 +69,7 @@ def reduce_on_plateau(
         else:
             cooldown_count = max(cooldown_count - 1, 0)
 
-    and every update is ``updates * scale``. ``factor = 0.5`` is seed 003's
+    and every update is ``updates * scale``. ``factor = 0.5`` is [Neacșu & Vasilescu]'s
     "halve the learning rate when the validation error stops improving".
 
     Warning: fnn's ``patience`` counts the epochs without improvement that
@@ -95,7 +95,7 @@ def reduce_on_plateau(
       (module-level :func:`observe`).
 
     References:
-      seed 003, Adaptive Learning rate: "Halve the learning rate when the
+      [Neacșu & Vasilescu, Adaptive Learning rate]: "Halve the learning rate when the
       validation error stops improving".
     """
     config = (
@@ -183,7 +183,7 @@ def observe(
       The new :class:`ReduceOnPlateauState`.
 
     References:
-      seed 003, Adaptive Learning rate: "Halve the learning rate when the
+      [Neacșu & Vasilescu, Adaptive Learning rate]: "Halve the learning rate when the
       validation error stops improving".
     """
     opt = reduce_on_plateau(factor, patience, min_delta, rtol, cooldown, min_scale)

@@ -27,7 +27,7 @@ Invariants:
   * every loop (line search, two-loop recursion) is a ``lax`` loop with a fixed
     bound, so ``update`` and :func:`minimize` run under ``jax.jit``.
 
-References: seed 003, "Second order methods"; J. Nocedal & S. J. Wright,
+References: [Neacșu & Vasilescu, Second order methods]; J. Nocedal & S. J. Wright,
 "Numerical Optimization", 2nd ed. (2006): Alg. 3.5-3.6 (line search), 5.4 (nonlinear
 CG), 6.1 (BFGS), 7.4-7.5 (L-BFGS).
 """
@@ -166,7 +166,7 @@ def strong_wolfe_line_search(
       failure flag, evaluations made), all in the dtype of ``x``.
 
     References:
-      seed 003, "Second order methods" (line search); Nocedal & Wright,
+      [Neacșu & Vasilescu, Second order methods] (line search); Nocedal & Wright,
       Alg. 3.5-3.6 and eq. 3.7; W. W. Hager and H. Zhang, "A new conjugate
       gradient method with guaranteed descent and an efficient line search",
       SIAM J. Optim. 16 (2005), the approximate Wolfe conditions (optax's zoom
@@ -441,7 +441,7 @@ def newton(
       ``params``, ``value_fn=`` and (with the line search) ``value=``.
 
     References:
-      seed 003, "Second order methods: Newton"; Nocedal & Wright, sec. 3.3.
+      [Neacșu & Vasilescu, Second order methods: Newton]; Nocedal & Wright, sec. 3.3.
     """
     damping = check_scalar("damping", damping, lo=0)
     c1, c2 = _check_c(c1, c2)
@@ -541,7 +541,7 @@ def conjugate_gradient(
       ``params``, ``value=`` and ``value_fn=``.
 
     References:
-      seed 003, "Second order methods: Conjugate gradient"; Nocedal & Wright,
+      [Neacșu & Vasilescu, Second order methods: Conjugate gradient]; Nocedal & Wright,
       Alg. 5.4 and eq. 5.41-5.45.
     """
     if method not in ("polak_ribiere", "fletcher_reeves"):
@@ -654,8 +654,8 @@ def bfgs(
       ``value=`` and ``value_fn=``.
 
     References:
-      seed 003, "Second order methods: Quasi Newton, BFGS (approximating H^-1)";
-      Nocedal & Wright, Alg. 6.1 and eq. 6.17.
+      [Neacșu & Vasilescu, Second order methods: Quasi Newton, BFGS (approximating
+      H^-1)]; Nocedal & Wright, Alg. 6.1 and eq. 6.17.
     """
     c1, c2 = _check_c(c1, c2)
     max_linesearch_iters = _check_pos_int("max_linesearch_iters", max_linesearch_iters)
@@ -796,8 +796,8 @@ def lbfgs(
       ``value=`` and ``value_fn=``.
 
     References:
-      seed 003, "Second order methods: Quasi Newton, L-BFGS"; Nocedal & Wright,
-      Alg. 7.4-7.5.
+      [Neacșu & Vasilescu, Second order methods: Quasi Newton, L-BFGS]; Nocedal &
+      Wright, Alg. 7.4-7.5.
     """
     memory_size = _check_pos_int("memory_size", memory_size)
     c1, c2 = _check_c(c1, c2)
@@ -924,7 +924,7 @@ def minimize(
       A :class:`MinimizeResult`.
 
     References:
-      seed 003, "Second order methods"; Nocedal & Wright, ch. 3 (line-search
+      [Neacșu & Vasilescu, Second order methods]; Nocedal & Wright, ch. 3 (line-search
       methods and their stopping test).
     """
     max_iters = check_scalar("max_iters", max_iters, lo=0, integer=True)

@@ -189,7 +189,8 @@ def weights_only_mask(params: PyTree) -> PyTree:
       of the leaf's path is the dict key ``"b"``, ``True`` elsewhere.
 
     References:
-      seed 000, L1 - L2 regularization (the penalty is on the weights ``W``).
+      [Deep Learning 2020, L1 - L2 regularization] (the penalty is on the weights
+      ``W``).
     """
 
     def is_weight(path: tuple, _: Any) -> bool:
@@ -288,8 +289,8 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> Optimizer:
       An ``Optimizer``; updates have the gradients' shapes and dtypes.
 
     References:
-      seed 003, Gradient descent algorithms: Mini-batch gradient descent;
-      seed 001, SGD algorithm.
+      [Neacșu & Vasilescu, Gradient descent algorithms]: Mini-batch gradient descent;
+      [Laurent, SGD algorithm].
     """
     learning_rate = check_learning_rate(learning_rate)
 
@@ -323,7 +324,7 @@ def clip_by_value(max_delta: Scalar) -> Optimizer:
       An ``Optimizer`` with an ``EmptyState``.
 
     References:
-      seed 003, Exploding and vanishing gradients ("use clipping methods").
+      [Neacșu & Vasilescu, Exploding and vanishing gradients] ("use clipping methods").
     """
     max_delta = check_nonnegative("max_delta", max_delta)
 
@@ -384,7 +385,7 @@ def clip_by_global_norm(max_norm: Scalar) -> Optimizer:
       An ``Optimizer`` with an ``EmptyState``.
 
     References:
-      seed 003, Exploding and vanishing gradients ("use clipping methods").
+      [Neacșu & Vasilescu, Exploding and vanishing gradients] ("use clipping methods").
     """
     max_norm = check_scalar("max_norm", max_norm, lo=0, lo_open=True)
 
@@ -426,7 +427,7 @@ def add_decayed_weights(weight_decay: Scalar, mask: Mask | None = None) -> Optim
       An ``Optimizer`` with an ``EmptyState``; ``update`` needs ``params``.
 
     References:
-      seed 000, L1 - L2 regularization.
+      [Deep Learning 2020, L1 - L2 regularization].
     """
     weight_decay = check_nonnegative("weight_decay", weight_decay)
 
