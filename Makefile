@@ -1,12 +1,13 @@
 # fnn: `make train` trains the digits model, `make test` runs the test suite.
 # Both create .venv and install fnn with what they need on a fresh machine.
+# `make docs` builds the documentation site into site/ (warnings are errors).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= runs/digits
 
-.PHONY: install test test-all train lint clean
+.PHONY: install test test-all train lint docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +26,19 @@ test-all: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python scripts/train.py --dataset digits --out $(OUT)
 
+# The docs extra goes into the same .venv, once (its own stamp); the notebooks are
+# executed in their quick form (FNN_QUICK=1) while the site is built.
+DOCS_STAMP := $(VENV)/.docs-stamp
+
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot,docs]"
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	FNN_QUICK=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(BIN)/ruff check fnn tests scripts benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site .cache
