@@ -4,7 +4,9 @@
   (``docs/notebooks`` is a link to the repository's ``notebooks/`` folder), so a
   new notebook appears on the site without editing ``mkdocs.yml``.
 * Notebooks are executed by mkdocs-jupyter in their quick form: ``FNN_QUICK=1``
-  is set for the kernels unless the caller set it.
+  is set for the kernels unless the caller set it. ``FNN_DOCS_EXECUTE=0``
+  renders them without executing (a quick preview while writing pages; CI and
+  ``make docs`` always execute).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def _title(path: Path) -> str:
 
 def on_config(config, **kwargs):
     os.environ.setdefault("FNN_QUICK", "1")
+    if os.environ.get("FNN_DOCS_EXECUTE", "1") == "0":
+        config["plugins"]["mkdocs-jupyter"].config["execute"] = False
     docs = Path(config["docs_dir"])
     notebooks = sorted((docs / "notebooks").glob("*.ipynb"))
     for entry in config["nav"]:
