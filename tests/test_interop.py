@@ -34,7 +34,7 @@ def linear(x, sd, name):
 
 
 def conv2d(x, sd, name, padding=0, stride=1):
-    """nn.Conv2d on NCHW: y[n,f,i,j] = b[f] + Σ_{c,a,b} x[n,c,s·i+a,s·j+b] K[f,c,a,b]."""
+    """nn.Conv2d, NCHW: y[n,f,i,j] = b[f] + Σ_{c,a,b} x[n,c,si+a,sj+b] K[f,c,a,b]."""
     K, b = sd[f"{name}.weight"], sd[f"{name}.bias"]
     x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     F, C, kh, kw = K.shape
