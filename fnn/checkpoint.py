@@ -433,6 +433,29 @@ def save(
         "metadata": metadata_json,
     }
 
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            for record, array in zip(records, arrays, strict=True):
+                big = array.nbytes > (1 << 30)
+                with zf.open(record["entry"], "w", force_zip64=big) as entry:
+                    writer = _HashingWriter(entry)
+                    np.save(writer, array, allow_pickle=False)
+                record["sha256"] = writer.sha256.hexdigest()
+            zf.writestr(_MANIFEST, json.dumps(manifest, indent=1))
+
+    return _write_atomically(path, write)
+
+
+def _write_atomically(path: Path, write: Any) -> Path:
+    """Run ``write(f)`` on a fresh temporary file beside ``path``, then move it
+    onto ``path``: the file at ``path`` is the old one or the new one, whole.
+
+    The temporary file (``.<name>.<host>-<pid>-<random>.tmp``) is locked with
+    ``flock`` while it is written, flushed and ``fsync``-ed, moved with
+    ``os.replace``, and the folder is ``fsync``-ed; on any failure it is
+    removed. Temporary files of dead writers to the same ``path`` are removed
+    first (:func:`_remove_dead_temps`). Missing parent folders are created.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temps(path)
     tmp = path.with_name(_temp_name(path.name))
@@ -445,14 +468,7 @@ def save(
         if fcntl is not None:  # held until the file is closed, or the process dies
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
-                for record, array in zip(records, arrays, strict=True):
-                    big = array.nbytes > (1 << 30)
-                    with zf.open(record["entry"], "w", force_zip64=big) as entry:
-                        writer = _HashingWriter(entry)
-                        np.save(writer, array, allow_pickle=False)
-                    record["sha256"] = writer.sha256.hexdigest()
-                zf.writestr(_MANIFEST, json.dumps(manifest, indent=1))
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
