@@ -15,6 +15,14 @@ loaded back without any template and without running stored code::
                               in_shape=(28, 28, 1))
     model, params, state = fnn.checkpoint.load_model("run/model.fnn")
 
+With ``format="safetensors"`` (``save`` and ``save_model``) the file is a
+safetensors file that other tools read (PyTorch, Hugging Face, the
+``safetensors`` package alone), tensors named by key path (``params.0.W``,
+``opt_state.mu.0.W``) and this manifest in its ``__metadata__``; ``load``,
+``load_model`` and ``read_metadata`` recognise either format by its first bytes
+(:mod:`fnn._safetensors` describes that layout). The native format below stays
+the default: it needs nothing beyond numpy and keeps every leaf type.
+
 Invariants:
   * ``load(path, like=tree)`` after ``save(path, tree)`` equals ``tree`` exactly:
     same treedef (NamedTuples stay NamedTuples, lists stay lists), same leaf
@@ -123,6 +131,7 @@ _MANIFEST = "manifest.json"
 __all__ = [
     "CheckpointError",
     "FORMAT",
+    "FORMATS",
     "FORMAT_VERSION",
     "MODEL_KEY",
     "load",
@@ -342,8 +351,23 @@ def _remove_dead_temps(path: Path) -> None:
             os.close(fd)
 
 
+FORMATS = ("fnn", "safetensors")
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ValueError(
+            f"format must be 'fnn' (the native zip format) or 'safetensors', got "
+            f"{format!r}."
+        )
+
+
 def save(
-    path: str | os.PathLike, tree: PyTree, *, metadata: Mapping | None = None
+    path: str | os.PathLike,
+    tree: PyTree,
+    *,
+    metadata: Mapping | None = None,
+    format: str = "fnn",
 ) -> Path:
     """Write ``tree`` and ``metadata`` to the checkpoint file ``path``, atomically.
 
@@ -371,11 +395,17 @@ def save(
       metadata: a JSON-serialisable mapping with string keys, e.g. the run's
         configuration. It comes back as ``json.loads`` gives it (tuples become
         lists).
+      format: ``"fnn"`` (the zip format described above) or ``"safetensors"``:
+        a safetensors file that any tool reads, tensors named by key path
+        (``params.0.W``), this manifest in its ``__metadata__`` (see
+        :mod:`fnn._safetensors`; needs ``pip install "fnn[safetensors]"``).
+        :func:`load` recognises either.
 
     Returns:
       The ``pathlib.Path`` written.
 
     Raises:
+      ImportError: ``format="safetensors"`` without the safetensors package.
       TypeError: a leaf that cannot be stored (named by key path).
       ValueError: ``metadata`` not a JSON-serialisable mapping with string keys,
         or two leaves with the same key path.
@@ -396,6 +426,11 @@ def save(
         metadata_json = json.loads(json.dumps(dict(metadata)))
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
+    _check_format(format)
+    if format == "safetensors":
+        from . import _safetensors
+
+        return _safetensors.save(path, tree, metadata_json)
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     records: list[dict] = []
@@ -561,8 +596,7 @@ class _Archive:
             entry = f"{entry} of {what}"
         if info is None:
             raise CheckpointError(
-                f"{self.path}: entry {entry} is missing from the archive. "
-                f"{_NOT_SAVED}"
+                f"{self.path}: entry {entry} is missing from the archive. {_NOT_SAVED}"
             )
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
             raise CheckpointError(
@@ -690,9 +724,7 @@ def _key_layout(impl: str) -> tuple[str, list[int]] | None:
     ``impl`` (``("key<fry>", [2])`` for threefry2x32); ``None`` if unknown."""
     try:
         key = jax.eval_shape(lambda: jax.random.key(0, impl=impl))
-        data = jax.eval_shape(
-            lambda: jax.random.key_data(jax.random.key(0, impl=impl))
-        )
+        data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl)))
     except (ValueError, TypeError, KeyError):
         return None
     return str(key.dtype), list(data.shape)
@@ -720,9 +752,7 @@ def _check_record(path: Path, i: int, record: dict) -> None:
         raise bad(f"'entry' {entry!r} is not the name of an array entry")
     if kind not in _KINDS:
         raise bad(f"unknown 'kind' {kind!r} (expected one of {', '.join(_KINDS)})")
-    if not isinstance(record["sha256"], str) or not _SHA256.fullmatch(
-        record["sha256"]
-    ):
+    if not isinstance(record["sha256"], str) or not _SHA256.fullmatch(record["sha256"]):
         raise bad(f"'sha256' {record['sha256']!r} is not a hex SHA-256 digest")
     shape, stored_shape = record["shape"], record["stored_shape"]
     for name, value in (("shape", shape), ("stored_shape", stored_shape)):
@@ -732,9 +762,7 @@ def _check_record(path: Path, i: int, record: dict) -> None:
     if not isinstance(dtype, str) or not isinstance(stored, str):
         raise bad(f"dtypes {dtype!r} and {stored!r} are not dtype names")
     if _stored_dtype(stored) is None:
-        raise bad(
-            f"stored_dtype {stored!r} is not a numpy dtype an NPY entry may hold"
-        )
+        raise bad(f"stored_dtype {stored!r} is not a numpy dtype an NPY entry may hold")
     pair = f"dtype {dtype} stored as {stored}"
     if kind == "key":
         impl = record.get("key_impl")
@@ -792,8 +820,24 @@ def read_metadata(path: str | os.PathLike) -> dict:
       FileNotFoundError: no file at ``path``.
       CheckpointError: the file is not a readable checkpoint.
     """
-    with _Archive(Path(path)) as archive:
+    path = Path(path)
+    if _is_safetensors(path):
+        from . import _safetensors
+
+        return _safetensors.read_metadata(path)
+    with _Archive(path) as archive:
         return _read_manifest(archive)["metadata"]
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` holds a safetensors file (else it is read as a zip)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}.")
+    if path.is_dir():
+        return False
+    from . import _safetensors
+
+    return _safetensors.is_safetensors(path)
 
 
 def _read_npy_header(reader: _EntryReader) -> tuple[np.dtype, tuple, bool]:
@@ -1058,6 +1102,10 @@ def load(path: str | os.PathLike, like: PyTree | None = None) -> Any:
     The format is described in the module docstring.
     """
     path = Path(path)
+    if _is_safetensors(path):
+        from . import _safetensors
+
+        return _safetensors.load(path, like)
     with _Archive(path) as archive:
         records = _read_manifest(archive)["leaves"]
         if like is None:
@@ -1166,6 +1214,7 @@ def save_model(
     *,
     in_shape: Any = None,
     metadata: Mapping | None = None,
+    format: str = "fnn",
 ) -> Path:
     """Write a model (its architecture as data), its parameters and state.
 
@@ -1193,6 +1242,9 @@ def save_model(
         model fixes it (:func:`fnn.mlp`).
       metadata: a JSON-serialisable mapping with string keys other than
         ``"fnn_model"``.
+      format: ``"fnn"`` or ``"safetensors"`` (as :func:`save`; the tensors are
+        then ``params.<path>`` and ``state.<path>``, e.g. ``params.0.W``, and
+        the model description is in the ``__metadata__``).
 
     Returns:
       The ``pathlib.Path`` written.
@@ -1204,6 +1256,7 @@ def save_model(
     """
     from . import nn
 
+    _check_format(format)
     if not isinstance(model, nn.Block):
         raise ValueError(
             f"save_model: model must be an fnn.nn block (e.g. fnn.nn.Sequential), "
@@ -1245,7 +1298,9 @@ def save_model(
         "dtype": dtype,
         "fixes_in_shape": model.in_shape is not None,
     }
-    return save(path, tree, metadata={**metadata, MODEL_KEY: description})
+    return save(
+        path, tree, metadata={**metadata, MODEL_KEY: description}, format=format
+    )
 
 
 def load_model(
