@@ -83,6 +83,10 @@ Conventions that differ, and what the conversion does about them:
   of the first ``Dense`` after a ``Flatten`` of an image (and the per-feature
   parameters of the normalisations or ``PReLU`` between them) are permuted so
   that the two models agree.
+* Channel axis: PyTorch's ``nn.BatchNorm1d`` and ``nn.PReLU`` take the
+  channels at axis 1, fnn's at the last axis. The weights are the same; on
+  sequences ``(m, T, d)`` the PyTorch model applies them to ``x.transpose(1,
+  2)`` (on images, NCHW puts the channels at axis 1 already).
 * BatchNorm: ``running_mean`` and ``running_var`` are copied unchanged, so
   evaluation gives the same outputs. The two libraries update them differently
   in training, and neither convention is in the ``state_dict``: fnn's

@@ -232,7 +232,8 @@ def embedding_case(rng):
 
     def reference(ids, sd):
         h = sd["0.weight"][ids]  # nn.Embedding
-        h = np.where(h > 0, h, sd["1.weight"] * h)  # PReLU(4) on the last axis
+        # nn.PReLU(4) takes channels at axis 1: on h.transpose(0, 2, 1), here
+        h = np.where(h > 0, h, sd["1.weight"] * h)
         return prelu(linear(h.reshape(len(ids), -1), sd, "3"), sd, "4")
 
     return model, (5,), reference, rng.integers(0, 11, size=(3, 5)), None
@@ -549,3 +550,55 @@ def test_against_torch_modules():
                 y_t = t_model(torch.from_numpy(x)).numpy()
             y_f = fnn_forward(f_model, params, state, fx)
             np.testing.assert_allclose(y_f, y_t, rtol=0, atol=TOL)
+
+
+def test_sequence_blocks_against_torch_modules():
+    """Embedding, LSTM, GRU, MultiheadAttention (causal), LayerNorm, RMSNorm:
+    random PyTorch modules, imported, give PyTorch's outputs in float64."""
+    torch = pytest.importorskip("torch")
+    tnn = torch.nn
+    torch.manual_seed(0)
+    T, d = 5, 6
+
+    class Net(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = tnn.Embedding(11, d)
+            self.lstm = tnn.LSTM(d, 4, batch_first=True)
+            self.gru = tnn.GRU(4, d, batch_first=True)
+            self.attn = tnn.MultiheadAttention(d, 2, batch_first=True)
+            self.ln = tnn.LayerNorm(d)
+            self.rms = tnn.RMSNorm(d, eps=1e-6)
+
+        def forward(self, ids):
+            h = self.gru(self.lstm(self.emb(ids))[0])[0]
+            mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+            h = self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+            return self.rms(self.ln(h))
+
+    net = Net().double().eval()
+    blocks = [
+        nn.Embedding(11, d),
+        nn.LSTM(4),
+        nn.GRU(d),
+        nn.MultiHeadAttention(2, causal=True),
+        nn.LayerNorm(axis=-1),
+        nn.RMSNorm(),
+    ]
+    names = ["emb", "lstm", "gru", "attn", "ln", "rms"]
+    ids = np.random.default_rng(0).integers(0, 11, size=(3, T))
+    with jax.enable_x64(True):
+        sd = net.state_dict()
+        params, state = [], []
+        shape = (T,)
+        for name, block in zip(names, blocks, strict=True):
+            p, s = interop.from_torch_state_dict(
+                block, sd, in_shape=shape, prefix=f"{name}.", strict=False
+            )
+            params.append(p)
+            state.append(s)
+            shape = nn.out_shape(block, shape)
+        y_f = fnn_forward(nn.Sequential(blocks), params, state, ids)
+        with torch.no_grad():
+            y_t = net(torch.from_numpy(ids)).numpy()
+        np.testing.assert_allclose(y_f, y_t, rtol=0, atol=TOL)
