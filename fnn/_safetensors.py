@@ -1,52 +1,8 @@
-"""Checkpoints as safetensors files: the tensors any tool reads, fnn's manifest
-in the header.
-
-``fnn.checkpoint.save(path, tree, format="safetensors")`` writes a safetensors
-file (the ``safetensors`` package; ``pip install "fnn[safetensors]"``), and
-``fnn.checkpoint.load`` / ``load_model`` / ``read_metadata`` read it as they
-read the native format (the format is recognised from the file's first bytes).
-
-File layout (safetensors: an 8-byte little-endian header length N, N bytes of
-JSON header, then the raw little-endian bytes of every tensor):
-
-  * one tensor per leaf, named by its key path with the parts joined by dots:
-    a dict key, a list or tuple index, a NamedTuple field, so that
-    ``{"params": [{"W": ...}], "opt_state": AdamState(mu=[{"W": ...}], ...)}``
-    gives ``params.0.W`` and ``opt_state.mu.0.W``; a lone leaf is ``<root>``.
-    Two leaves whose names coincide (a dict key holding a dot) are refused.
-  * dtypes: safetensors' own (``F64``, ``F32``, ``F16``, ``BF16``, ``F8_E4M3``,
-    ``F8_E5M2``, ``I8``..``I64``, ``U8``..``U64``, ``BOOL``); other ``ml_dtypes``
-    types as the unsigned integer of their width (their dtype is in the
-    manifest); a typed PRNG key as its ``uint32`` key data; Python ``int``,
-    ``float``, ``bool`` as 0-d ``I64``, ``F64``, ``BOOL``. Complex and
-    datetime arrays are refused (safetensors has no such type everywhere).
-  * ``__metadata__`` (strings only, as safetensors requires):
-
-    - ``fnn.manifest``: JSON with ``format`` (``"fnn.checkpoint"``),
-      ``format_version``, ``container`` (``"safetensors"``), the fnn, jax,
-      numpy and Python versions, ``created``, ``structure`` (``str(treedef)``,
-      for people) and ``leaves``: per leaf, in ``jax.tree`` order, ``name``
-      (the tensor), ``path`` (``jax.tree_util.keystr``), ``kind``, ``shape``
-      and ``dtype`` as the user sees them, ``key_impl`` (keys) and ``sha256``
-      of the tensor's bytes;
-    - ``fnn.metadata``: the user's metadata as JSON (with the model's spec,
-      ``in_shape`` and dtype under ``"fnn_model"`` for
-      :func:`fnn.checkpoint.save_model`).
-
-Invariants: ``load(path, like=t)`` after ``save(path, t, format="safetensors")``
-equals ``t`` exactly, as for the native format; the write is atomic (the same
-temporary-file, ``fsync``, rename path); every tensor's sha256 is checked on
-load; nothing in the file is executed: the header is parsed as JSON and every
-tensor rebuilt from raw bytes. A safetensors file written by another tool (no
-``fnn.manifest``) loads too: without a template as ``{name: numpy array}``;
-with one, tensors matched by the names above, shapes and dtypes checked.
-
-Why the native format stays a zip of NPY entries: safetensors has no checksum,
-no typed PRNG keys, no Python scalars and no tree structure of its own (fnn
-adds them in the manifest either way), and it is written through an optional
-package; the zip format needs nothing beyond numpy and its existing files keep
-loading. Both share one manifest schema and one loader, so a file of either
-kind loads with the same call.
+"""Checkpoints as safetensors files (``fnn.checkpoint.save(..., format=
+"safetensors")``): writing, and reading back through the checks of
+:mod:`fnn.checkpoint`, whose docstring describes the layout ("Safetensors
+format"). The ``safetensors`` package is optional
+(``pip install "fnn[safetensors]"``) and imported only here.
 
 References: the safetensors format specification (Hugging Face,
 ``safetensors`` README, "Format").

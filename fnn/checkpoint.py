@@ -18,9 +18,9 @@ loaded back without any template and without running stored code::
 With ``format="safetensors"`` (``save`` and ``save_model``) the file is a
 safetensors file that other tools read (PyTorch, Hugging Face, the
 ``safetensors`` package alone), tensors named by key path (``params.0.W``,
-``opt_state.mu.0.W``) and this manifest in its ``__metadata__``; ``load``,
+``opt_state.m.0.W``) and this manifest in its ``__metadata__``; ``load``,
 ``load_model`` and ``read_metadata`` recognise either format by its first bytes
-(:mod:`fnn._safetensors` describes that layout). The native format below stays
+("Safetensors format" below). The native format below stays
 the default: it needs nothing beyond numpy and keeps every leaf type.
 
 Invariants:
@@ -90,10 +90,53 @@ the template given to ``load`` raises :class:`CheckpointError` naming the first
 missing, extra, mis-shaped or mis-typed leaf by key path, with the expected and
 found shape and dtype. A missing file raises ``FileNotFoundError``.
 
-References: seed 000, section 2, Learning algorithm
-(epochs and parameter updates: the state a resumed run must restore). The NPY
-format is numpy's (NEP 1); the container is the zip format of Python's
-``zipfile``.
+Safetensors format (``format="safetensors"``). The file is a safetensors file
+(an 8-byte little-endian header length N, N bytes of JSON header, then the raw
+little-endian bytes of every tensor):
+
+  * one tensor per leaf, named by its key path with the parts joined by dots:
+    a dict key, a list or tuple index, a NamedTuple field, so that
+    ``{"params": [{"W": ...}], "opt_state": AdamState(m=[{"W": ...}], ...)}``
+    gives ``params.0.W`` and ``opt_state.m.0.W``; a lone leaf is ``<root>``.
+    Two leaves whose names coincide (a dict key holding a dot) are refused.
+  * dtypes: safetensors' own (``F64``, ``F32``, ``F16``, ``BF16``, ``F8_E4M3``,
+    ``F8_E5M2``, ``I8``..``I64``, ``U8``..``U64``, ``BOOL``); other ``ml_dtypes``
+    types as the unsigned integer of their width (their dtype is in the
+    manifest); a typed PRNG key as its ``uint32`` key data; Python ``int``,
+    ``float``, ``bool`` as 0-d ``I64``, ``F64``, ``BOOL``. Complex and
+    datetime arrays are refused (not every safetensors version has such types).
+  * ``__metadata__`` (strings only, as safetensors requires):
+
+    - ``fnn.manifest``: JSON with ``format`` (``"fnn.checkpoint"``),
+      ``format_version``, ``container`` (``"safetensors"``), the fnn, jax,
+      numpy and Python versions, ``created``, ``structure`` (``str(treedef)``,
+      for people) and ``leaves``: per leaf, in ``jax.tree`` order, ``name``
+      (the tensor), ``path`` (``jax.tree_util.keystr``), ``kind``, ``shape``
+      and ``dtype`` as the user sees them, ``key_impl`` (keys) and ``sha256``
+      of the tensor's bytes;
+    - ``fnn.metadata``: the user's metadata as JSON (with the model's spec,
+      ``in_shape`` and dtype under ``"fnn_model"`` for
+      :func:`save_model`).
+
+Invariants: ``load(path, like=t)`` after ``save(path, t, format="safetensors")``
+equals ``t`` exactly, as for the native format; the write is atomic (the same
+temporary-file, ``fsync``, rename path); every tensor's sha256 is checked on
+load; nothing in the file is executed: the header is parsed as JSON and every
+tensor rebuilt from raw bytes. A safetensors file written by another tool (no
+``fnn.manifest``) loads too: without a template as ``{name: numpy array}``;
+with one, tensors matched by the names above, shapes and dtypes checked.
+
+Why the native format stays a zip of NPY entries: safetensors has no checksum,
+no typed PRNG keys, no Python scalars and no tree structure of its own (fnn
+adds them in the manifest either way), and it is written through an optional
+package; the zip format needs nothing beyond numpy and its existing files keep
+loading. Both share one manifest schema and one loader, so a file of either
+kind loads with the same call.
+
+References: [Deep Learning 2020, Learning algorithm] (epochs and parameter
+updates: the state a resumed run must restore). The NPY format is numpy's (NEP
+1); the container is the zip format of Python's ``zipfile``; the safetensors
+format is Hugging Face's (the ``safetensors`` README, "Format").
 """
 
 import datetime
@@ -398,7 +441,7 @@ def save(
       format: ``"fnn"`` (the zip format described above) or ``"safetensors"``:
         a safetensors file that any tool reads, tensors named by key path
         (``params.0.W``), this manifest in its ``__metadata__`` (see
-        :mod:`fnn._safetensors`; needs ``pip install "fnn[safetensors]"``).
+        "Safetensors format" above; needs ``pip install "fnn[safetensors]"``).
         :func:`load` recognises either.
 
     Returns:

@@ -29,46 +29,27 @@ activation is the next module: ``fnn.mlp([4, 8, 3], "tanh")`` is
 ``Concat`` an ``nn.ModuleList`` (``0.``, ``1.``, ...). ``prefix`` is put before
 every name (e.g. ``"model."``).
 
-Layouts, block by block (fnn ↔ PyTorch):
+Layouts, block by block (fnn leaf → PyTorch name):
 
-==================  ======================================  =====================
-fnn block           fnn leaf                                PyTorch name
-==================  ======================================  =====================
-Dense               ``W (n_in, n_out)``, ``b``              ``nn.Linear``:
-                                                            ``weight = W.T``
-                                                            ``(n_out, n_in)``,
-                                                            ``bias``
-Conv2D              ``W (kh, kw, C, F)`` HWIO, ``b``        ``nn.Conv2d``:
-                                                            ``weight (F, C, kh,
-                                                            kw)`` OIHW, ``bias``
-BatchNorm           ``gamma``, ``beta``; state ``mean``,    ``nn.BatchNorm1d/2d``:
-                    ``var``                                 ``weight``, ``bias``,
-                                                            ``running_mean``,
-                                                            ``running_var``,
-                                                            ``num_batches_tracked``
-LayerNorm           ``gamma``, ``beta`` (per-example        ``nn.LayerNorm``:
-                    shape; images ``(H, W, C)``)            ``weight``, ``bias``
-                                                            (images ``(C, H, W)``)
-RMSNorm             ``gamma (d,)``                          ``nn.RMSNorm``:
-                                                            ``weight``
-PReLU               ``alpha (n,)`` or ``()``                ``nn.PReLU``:
-                                                            ``weight (n,)``/``(1,)``
-Embedding           ``W (V, d)``                            ``nn.Embedding``:
-                                                            ``weight (V, d)``
-LSTM, GRU           ``input.W (d, G·n_h)``, ``input.b``,    ``nn.LSTM``/``nn.GRU``:
-                    ``hidden.W (n_h, G·n_h)``,              ``weight_ih_l0 =
-                    ``hidden.b``                            input.W.T``,
-                                                            ``weight_hh_l0``,
-                                                            ``bias_ih_l0``,
-                                                            ``bias_hh_l0``
-MultiHeadAttention  ``q``, ``k``, ``v``, ``o``, each        ``nn.MultiheadAttention``
-                    ``W (d, d)``, ``b`` (not ``k``)         (``batch_first=True``):
-                                                            ``in_proj_weight =
-                                                            [W_q.T; W_k.T; W_v.T]``,
-                                                            ``in_proj_bias``,
-                                                            ``out_proj.weight``,
-                                                            ``out_proj.bias``
-==================  ======================================  =====================
+* ``Dense``: ``W (n_in, n_out)`` → ``nn.Linear`` ``weight = W.T (n_out, n_in)``;
+  ``b`` → ``bias``.
+* ``Conv2D``: ``W (kh, kw, C, F)`` (HWIO) → ``nn.Conv2d`` ``weight (F, C, kh,
+  kw)`` (OIHW); ``b`` → ``bias``.
+* ``BatchNorm``: ``gamma``, ``beta`` → ``nn.BatchNorm1d``/``2d`` ``weight``,
+  ``bias``; state ``mean``, ``var`` → ``running_mean``, ``running_var``; and
+  ``num_batches_tracked``.
+* ``LayerNorm``: ``gamma``, ``beta`` (the per-example shape, or ``(d,)``) →
+  ``nn.LayerNorm`` ``weight``, ``bias``; on images ``(H, W, C)`` → ``(C, H, W)``.
+* ``RMSNorm``: ``gamma (d,)`` → ``nn.RMSNorm`` ``weight``.
+* ``PReLU``: ``alpha (n,)`` or ``()`` → ``nn.PReLU`` ``weight (n,)`` or ``(1,)``.
+* ``Embedding``: ``W (V, d)`` → ``nn.Embedding`` ``weight (V, d)``.
+* ``LSTM``, ``GRU``: ``input.W (d, G·n_h)``, ``input.b``, ``hidden.W (n_h,
+  G·n_h)``, ``hidden.b`` → ``nn.LSTM``/``nn.GRU`` ``weight_ih_l0 = input.W.T``,
+  ``bias_ih_l0``, ``weight_hh_l0 = hidden.W.T``, ``bias_hh_l0``.
+* ``MultiHeadAttention``: ``q``, ``k``, ``v``, ``o``, each ``W (d, d)`` and
+  ``b`` (no ``k.b``) → ``nn.MultiheadAttention`` (``batch_first=True``)
+  ``in_proj_weight = [W_q.T; W_k.T; W_v.T] (3d, d)``, ``in_proj_bias =
+  [b_q; 0; b_v]``, ``out_proj.weight = W_o.T``, ``out_proj.bias = b_o``.
 
 Conventions that differ, and what the conversion does about them:
 
@@ -95,6 +76,12 @@ Conventions that differ, and what the conversion does about them:
   averages the unbiased one (·N/(N−1)). ``num_batches_tracked`` is not used by
   fnn: it is read and checked (a scalar integer) and exported as 0. ``eps``
   is an argument of the block in both libraries (1e-5 by default in both).
+
+To hand PyTorch-named weights to tools that read files (Hugging Face),
+write them with the safetensors package:
+``safetensors.numpy.save_file(to_torch_state_dict(model, params, state),
+"model.safetensors", metadata={"format": "pt"})``; such a file loads back with
+``from_torch_state_dict(model, fnn.checkpoint.load("model.safetensors"))``.
 
 Errors: a missing or unexpected name, a shape that differs from the model's
 (expected and given shapes in PyTorch's layout), a dtype that is not floating,
