@@ -150,16 +150,30 @@ def random_state_dict(names_shapes, rng):
     return sd
 
 
+def random_params(model, in_shape, rng, dtype=np.float32):
+    """Random ``(params, state)`` of ``model`` (numpy draws in the structure of
+    ``fnn.nn.init``, abstractly evaluated: quicker than drawing with jax)."""
+    template = jax.eval_shape(
+        lambda key: nn.init(key, model, in_shape, dtype), jax.random.key(0)
+    )
+    params, state = jax.tree.map(
+        lambda t: jnp.asarray(rng.normal(size=t.shape).astype(t.dtype)), template
+    )
+    state = jax.tree.map(lambda v: jnp.abs(v) + 0.5, state)  # variances > 0
+    return params, state
+
+
 def torch_shapes(model, in_shape):
     """The PyTorch names and shapes of ``model``, from an fnn initialisation."""
-    params, state = nn.init(jax.random.key(0), model, in_shape)
+    params, state = random_params(model, in_shape, np.random.default_rng(0))
     exported = interop.to_torch_state_dict(model, params, state, in_shape=in_shape)
     return {k: v.shape for k, v in exported.items()}
 
 
 def fnn_forward(model, params, state, x):
-    y, _, _ = nn.forward(model, params, jnp.asarray(x), state=state)
-    return np.asarray(y)
+    """fnn's forward in evaluation mode, compiled."""
+    run = jax.jit(lambda p, s, x: nn.forward(model, p, x, state=s)[0])
+    return np.asarray(run(params, state, jnp.asarray(x)))
 
 
 # --------------------------------------------------------------------------- #
@@ -292,8 +306,7 @@ def test_fnn_to_torch_gives_fnn_outputs(case):
     rng = np.random.default_rng(1)
     with jax.enable_x64(True):
         model, in_shape, reference, x, perm = case(rng)
-        params, state = nn.init(jax.random.key(1), model, in_shape, jnp.float64)
-        state = jax.tree.map(lambda s: s + 0.5, state)  # running averages
+        params, state = random_params(model, in_shape, rng, np.float64)
         sd = interop.to_torch_state_dict(model, params, state, in_shape=in_shape)
         y = fnn_forward(model, params, state, _to_fnn_input(x, perm))
         np.testing.assert_allclose(
@@ -304,8 +317,9 @@ def test_fnn_to_torch_gives_fnn_outputs(case):
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.__name__)
 def test_round_trip_is_exact(case):
     """from_torch_state_dict(to_torch_state_dict(p, s)) == (p, s), bit for bit."""
-    model, in_shape, *_ = case(np.random.default_rng(2))
-    params, state = nn.init(jax.random.key(2), model, in_shape)
+    rng = np.random.default_rng(2)
+    model, in_shape, *_ = case(rng)
+    params, state = random_params(model, in_shape, rng)
     sd = interop.to_torch_state_dict(model, params, state, in_shape=in_shape)
     assert list(sd) == interop.torch_names(model, in_shape=in_shape)
     back = interop.from_torch_state_dict(model, sd, in_shape=in_shape)
@@ -340,7 +354,8 @@ def test_names_follow_torch_sequential_indices():
 def test_layouts_are_torch_layouts():
     """Linear weight = Wᵀ; Conv2d weight OIHW from HWIO; LSTM weight_ih = Wᵀ."""
     model = nn.Sequential([nn.Conv2D(4, (3, 2)), nn.Flatten(), nn.Dense(2)])
-    params, state = nn.init(jax.random.key(0), model, (5, 5, 3))
+    rng = np.random.default_rng(5)
+    params, state = random_params(model, (5, 5, 3), rng)
     sd = interop.to_torch_state_dict(model, params, state, in_shape=(5, 5, 3))
     np.testing.assert_array_equal(
         sd["0.weight"], np.transpose(np.asarray(params[0]["W"]), (3, 2, 0, 1))
@@ -348,7 +363,7 @@ def test_layouts_are_torch_layouts():
     assert sd["0.weight"].shape == (4, 3, 3, 2)
     assert sd["2.weight"].shape == (2, 3 * 4 * 4)
     lstm_block = nn.LSTM(6)
-    p, s = nn.init(jax.random.key(0), lstm_block, (4, 3))
+    p, s = random_params(lstm_block, (4, 3), rng)
     sd = interop.to_torch_state_dict(lstm_block, p, s, in_shape=(4, 3))
     assert list(sd) == ["weight_ih_l0", "bias_ih_l0", "weight_hh_l0", "bias_hh_l0"]
     np.testing.assert_array_equal(sd["weight_ih_l0"], np.asarray(p["input"]["W"]).T)
@@ -414,7 +429,7 @@ class FakeTensor:
 
 def test_accepts_tensors_with_detach_cpu_numpy():
     model = fnn.mlp([3, 2])
-    params, state = nn.init(jax.random.key(0), model)
+    params, state = random_params(model, (3,), np.random.default_rng(0))
     sd = interop.to_torch_state_dict(model, params, state)
     back, _ = interop.from_torch_state_dict(
         model, {k: FakeTensor(v) for k, v in sd.items()}
@@ -424,7 +439,7 @@ def test_accepts_tensors_with_detach_cpu_numpy():
 
 def _mlp_dict():
     model = fnn.mlp([3, 4, 2], "relu")
-    params, state = nn.init(jax.random.key(0), model)
+    params, state = random_params(model, (3,), np.random.default_rng(0))
     return model, interop.to_torch_state_dict(model, params, state)
 
 
@@ -483,11 +498,11 @@ def test_blocks_without_torch_counterpart_are_refused():
 
 def test_to_torch_checks_params_against_model():
     model = fnn.mlp([3, 4, 2])
-    params, state = nn.init(jax.random.key(0), fnn.mlp([3, 5, 2]))
+    params, state = random_params(fnn.mlp([3, 5, 2]), (3,), np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"0.W has shape \(3, 5\).*expects \(3, 4\)"):
         interop.to_torch_state_dict(model, params, state)
     bn = nn.Sequential([nn.Dense(2), nn.BatchNorm()])
-    p, _ = nn.init(jax.random.key(0), bn, (3,))
+    p, _ = random_params(bn, (3,), np.random.default_rng(0))
     with pytest.raises(ValueError, match="pass state="):
         interop.to_torch_state_dict(bn, p, None, in_shape=(3,))
 
