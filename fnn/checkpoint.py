@@ -1127,8 +1127,15 @@ def load(path: str | os.PathLike, like: PyTree | None = None) -> Any:
     survive without ``jax_enable_x64``), a typed PRNG key ``jax.Array``, or a
     Python ``int``/``float``/``bool``.
 
+    Either format is read (recognised by the file's first bytes). A safetensors
+    file written by another tool (no fnn manifest) gives ``{tensor name: numpy
+    array}`` without a template, e.g. PyTorch weights for
+    :func:`fnn.interop.from_torch_state_dict`; with one, its tensors are matched
+    to the template's leaves by name (``params.0.W``).
+
     Args:
-      path: a checkpoint file written by :func:`save`.
+      path: a checkpoint file written by :func:`save` (either format), or a
+        safetensors file.
       like: optional template pytree (e.g. freshly initialised parameters and
         optimizer state, or their ``jax.eval_shape``).
 
