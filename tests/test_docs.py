@@ -28,6 +28,7 @@ MODULES = [
     "fnn.data",
     "fnn.datasets",
     "fnn.checkpoint",
+    "fnn.interop",
     "fnn.parallel",
     "fnn.models",
     "fnn.graph",
