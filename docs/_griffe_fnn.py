@@ -75,7 +75,10 @@ def _runtime_exports(pkg: Module) -> None:
                 continue
             if target is None or target.docstring is not None or target.is_module:
                 continue
-            doc = inspect.getdoc(getattr(live, name, None))
+            if target.is_attribute:  # a public constant or type alias
+                doc = f"``{name} = {target.value}``" if target.value else None
+            else:
+                doc = inspect.getdoc(getattr(live, name, None))
             if doc:
                 target.docstring = Docstring(doc, parent=target)
 
