@@ -41,14 +41,6 @@ def _check(block, in_shape, train=False):
     return result
 
 
-def test_recompute_of_an_mlp_branch_passes_check_block():
-    """backward (re-run forward, then f's backward) = jax.vjp = finite
-    differences, every leaf, labels through the wrapper."""
-    branch = nn.Sequential([nn.LayerNorm(axis=-1), nn.Dense(4, "gelu")])
-    result = _check(nn.Recompute(branch), SEQ)
-    assert result.rows[1].label.startswith("[0][0] LayerNorm")
-
-
 def test_recompute_in_training_mode_redraws_the_same_dropout_mask():
     """The re-run forward reads the cached key: dropout's mask is the same, so
     the backward is still the forward's vector-Jacobian product."""
