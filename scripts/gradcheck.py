@@ -135,6 +135,11 @@ def blocks(quick: bool = False, plant_bug: bool = False):
         (nn.LSTM(2), SEQUENCE, False),
         (nn.GRU(2, return_sequences=False), SEQUENCE, False),
         (nn.MultiHeadAttention(2, causal=True), SEQUENCE, False),
+        (
+            nn.Recompute(nn.Sequential([nn.LayerNorm(axis=-1), nn.Dense(4, "gelu")])),
+            SEQUENCE,
+            False,
+        ),
     ]
     if not quick:
         cases += [
