@@ -71,6 +71,8 @@ def _after(dy: jax.Array, tree):
     depends on ``dy`` and can neither be merged with the forward nor be
     scheduled before the error reaches the block.
     """
+    if jnp.size(dy) == 0:  # an empty batch: nothing to tie to, nothing stored
+        return jax.lax.optimization_barrier(tree)
     dy0 = jnp.ravel(dy)[0]
     tree, dy0 = jax.lax.optimization_barrier((tree, dy0))
     zero = jnp.minimum(jnp.abs(dy0), 0)
