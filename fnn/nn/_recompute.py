@@ -1,7 +1,7 @@
 """Recomputation: a block that stores its input and re-runs its forward in the
 backward, trading compute for activation memory.
 
-``Recompute(f)`` computes exactly what ``f`` computes, forward and backward:
+``Recompute(f)`` computes what ``f`` computes, forward and backward:
 
     forward:   y = f(θ, x);            cache = (x, state, key)   (f's cache dropped)
     backward:  _, _, cache_f = f.forward(θ, state, x, key, train)   (run again)
