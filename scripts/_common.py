@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fnn.experiments._helpers import fmt, markdown, trajectory
+from fnn.experiments.helpers import fmt, markdown, trajectory
 
 __all__ = [
     "figure",

@@ -26,7 +26,7 @@ import numpy as np
 
 import fnn
 
-from ._helpers import Table, figure, trajectory
+from .helpers import Table, figure, trajectory
 
 SKIP = {"softmax", "linear", "swish"}  # vector-valued, or aliases
 

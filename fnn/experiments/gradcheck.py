@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 import fnn
 
-from ._helpers import Table, figure
+from .helpers import Table, figure
 
 ACTIVATIONS = tuple(fnn.activations.names())
 LOSSES = ("mse", "bce", "cross_entropy", "huber")

@@ -23,7 +23,7 @@ import jax
 
 import fnn
 
-from ._helpers import Table, figure
+from .helpers import Table, figure
 
 
 def data(train_size=300):

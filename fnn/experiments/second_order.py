@@ -22,7 +22,7 @@ import numpy as np
 import fnn
 from fnn import optim
 
-from ._helpers import Table, figure
+from .helpers import Table, figure
 
 
 def problem(m=300):

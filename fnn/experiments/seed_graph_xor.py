@@ -23,7 +23,7 @@ import numpy as np
 import fnn
 from fnn.graph import Node
 
-from ._helpers import Table, figure, trajectory
+from .helpers import Table, figure, trajectory
 
 GRADIENT = (-4.0, -4.0, 3.0)  # ∇f at (−2, 5, −4)
 
@@ -140,16 +140,18 @@ def run(quick: bool = False):
 def plot_xor(xr, ax):
     """Bars: the best linear fit and the ReLU network on the four XOR points."""
     pos = np.arange(4)
-    ax.bar(pos - 0.2, xr["linear"], 0.4, label="best linear fit θ*")
-    ax.bar(pos + 0.2, xr["relu_out"], 0.4, label="ReLU 2-2-1 network")
+    ax.bar(pos - 0.2, xr["linear"], 0.4, label="linear θ*")
+    ax.bar(pos + 0.2, xr["relu_out"], 0.4, label="ReLU 2-2-1")
     ax.plot(pos, [0, 1, 1, 0], "k_", ms=30, mew=2, label="f*(x)")
     ax.set_xticks(pos, [r["x"] for r in xr["rows"]])
-    ax.set(title="XOR", xlabel="input x", ylabel="output", ylim=(-0.1, 1.3))
-    ax.legend(fontsize=7, loc="upper right")
+    ax.set(title="XOR", xlabel="input x", ylabel="output", ylim=(-0.1, 1.45))
+    ax.legend(fontsize=7, loc="upper center", ncol=3, handlelength=1.2)
 
 
 def plot_universal(ux, axes):
     """Three panels: the fits, the training loss, the error against width."""
+    from matplotlib.ticker import NullLocator
+
     ax = axes[0]
     ax.plot(ux["grid"], np.asarray(target(jnp.asarray(ux["grid"]))), "k", lw=3,
             label="target")
@@ -167,7 +169,7 @@ def plot_universal(ux, axes):
     ax.loglog(ws, [r["max |error|"] for r in ux["rows"]], "o-", label="max")
     ax.loglog(ws, [r["RMS error"] for r in ux["rows"]], "s-", label="RMS")
     ax.set_xticks(ws, [str(w) for w in ws])
-    ax.minorticks_off()
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set(title="error against width", xlabel="hidden width", ylabel="|error|")
     ax.legend()
 

@@ -26,7 +26,7 @@ import numpy as np
 
 import fnn
 
-from ._helpers import Table, figure
+from .helpers import Table, figure
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 INITS = {

@@ -29,14 +29,18 @@ def fmt(v) -> str:
     return str(v)
 
 
+def _cell(v) -> str:
+    return fmt(v).replace("|", "\\|")  # a literal bar inside a Markdown cell
+
+
 def markdown(rows: Sequence[dict]) -> str:
     """The rows as a Markdown table (columns: the keys of the first row)."""
     if not rows:
         return "(empty table)"
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(fmt(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join(_cell(r[c]) for c in cols) + " |")
     return "\n".join(lines)
 
 
