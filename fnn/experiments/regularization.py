@@ -1,14 +1,14 @@
 """Regularization and the bias/variance trade-off on the bundled digits.
 
 The 8x8 digits are split 60/20/20 into train/dev/test (stratified), standardized
-on the training split, and the training split is cut to ``--train-size``
+on the training split, and the training split is cut to ``train_size``
 examples (default 300) so that a 64-256-256-10 ReLU network can overfit it.
 Four runs with Adam (learning rate 1e-3, batch 32) and ``fnn.fit``:
 
 * none: no regularization (high variance: J_train -> 0, J_dev rises);
 * L2: J + l2 sum W^2 with l2 = 1e-3;
 * dropout: 0.2 on the input, 0.5 on hidden layers ([Laurent, Dropout]);
-* early stopping: stop after ``--patience`` epochs without a lower dev loss and
+* early stopping: stop after ``patience`` epochs without a lower dev loss and
   keep the best epoch's parameters.
 
 Reported: train/dev curves per epoch and a table of train/dev/test accuracy.
