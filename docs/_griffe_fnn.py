@@ -37,7 +37,7 @@ _SOURCES = {
     "Neacșu & Vasilescu": "neacsu-vasilescu",
 }
 _CITE = re.compile(
-    r"\[((?:Deep Learning 2020|Laurent|Balvert|Neacșu &\s+Vasilescu)"
+    r"\[((?:Deep\s+Learning\s+2020|Laurent|Balvert|Neacșu\s+&\s+Vasilescu)"
     r"(?:[;,][^\]\[`]*)?)\](?![\[(])"
 )
 _TABLE_RULE = re.compile(r"^\s*=+(?: +=+)+\s*$")

@@ -151,6 +151,10 @@ def test_griffe_extension_rewrites_docstrings():
     assert "$$\na = b\n$$" in out and "See :" in out and "::" not in out
     m = ext._CITE.search("[Laurent, SGD algorithm].")
     assert ext.FnnDocstrings._cite(m) == "[Laurent, SGD algorithm][laurent]"
+    m = ext._CITE.search("see [Deep Learning\n2020, Early stopping]")
+    assert ext.FnnDocstrings._cite(m).endswith("][deep-learning-2020]")
+    m = ext._CITE.search("[Laurent; Neacșu & Vasilescu]")
+    assert ext.FnnDocstrings._cite(m).endswith("][sources]")
 
 
 @pytest.mark.slow
