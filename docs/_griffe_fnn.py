@@ -23,6 +23,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 from griffe import Alias, Docstring, Extension, Module, Object
@@ -58,6 +60,11 @@ def _runtime_exports(pkg: Module) -> None:
     re-exports), which static analysis cannot evaluate; likewise a docstring
     assigned to ``__doc__`` after the definition is taken from the live object.
     """
+    # Import the package that is being documented (this checkout), not another
+    # installed copy.
+    root = str(Path(pkg.filepath).parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
     for module in _walk(pkg):
         if not isinstance(module, Module) or "._" in f".{module.path}":
             continue

@@ -6,7 +6,7 @@
 * Notebooks are executed by mkdocs-jupyter in their quick form: ``FNN_QUICK=1``
   is set for the kernels unless the caller set it. ``FNN_DOCS_EXECUTE=0``
   renders them without executing (a quick preview while writing pages; CI and
-  ``make docs`` always execute).
+  ``make docs`` always execute). The kernels import this checkout's ``fnn``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ def _title(path: Path) -> str:
 
 def on_config(config, **kwargs):
     os.environ.setdefault("FNN_QUICK", "1")
+    # The notebooks' kernels import the fnn of this checkout, whichever copy is
+    # installed.
+    root = str(Path(config.config_file_path).resolve().parent)
+    paths = os.environ.get("PYTHONPATH", "")
+    if root not in paths.split(os.pathsep):
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, paths) if p)
     if os.environ.get("FNN_DOCS_EXECUTE", "1") == "0":
         config["plugins"]["mkdocs-jupyter"].config["execute"] = False
     docs = Path(config["docs_dir"])
