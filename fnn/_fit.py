@@ -42,7 +42,6 @@ Design, invariants:
     parameters' dtype.
 """
 
-import functools
 import inspect
 import math
 import sys
@@ -340,7 +339,8 @@ def _accuracy(loss_obj, out, Y):
     return -jnp.ones((), out.dtype)  # no accuracy: reported as NaN on the host
 
 
-# --- the compiled epoch and evaluation (module level: compiled once) --------------
+# --- one epoch: the body shared by fit (one compiled call per epoch) and by the
+# --- pure training function fnn.train (a scan over epochs) -----------------------
 class _EpochConfig(NamedTuple):
     objective: _Objective
     optimizer: Any
@@ -351,25 +351,22 @@ class _EpochConfig(NamedTuple):
     mesh: Any
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3, 4))
-def _run_epoch(
-    cfg: _EpochConfig, careful: bool, params, opt_state, state, epoch, X, y, keys
-):
-    """One epoch: ``lax.scan`` over its mini-batches.
+def _scan_batches(cfg: _EpochConfig, careful: bool, carry, X, y, batches, key_epoch):
+    """``lax.scan`` of the training step over mini-batches.
 
-    The fast form (``careful=False``) skips a step whose loss or gradient is
-    non-finite, and reports whether the parameters are finite at the end. The
-    careful form, a replay from the epoch's start when something was not
-    finite, also checks each update before applying it and reports the first
-    bad step and its cause (1 loss, 2 gradient, 3 update): the update check
-    costs a pass over the parameters every step, which the fast form saves.
+    Args:
+      carry: ``(params, opt_state, state, bad, cause)``; ``bad`` the first
+        non-finite step so far (−1 for none), ``cause`` its cause (1 loss,
+        2 gradient, 3 update).
+      X, y: the examples the batches index.
+      batches: ``(steps (S,), idx (S, B), mask (S, B))``: the step numbers (the
+        dropout key of step s is ``fold_in(key_epoch, s)``), the rows of ``X``
+        of each batch and its padding mask.
 
     Returns:
-      ``(params, opt_state, state, bad, cause, finite, metrics)``: ``bad`` the
-      first non-finite step (−1 for none), ``finite`` whether the parameters
-      are finite at the end.
+      ``(carry, (J (S,), grad_norm (S,), applied (S,)))``. Once a step is
+      non-finite the later steps are not applied.
     """
-    key_shuffle, key_dropout = keys
     loss_and_grad = _step_fn(cfg.objective)
     optimizer = cfg.optimizer
     if cfg.mesh is not None:
@@ -377,13 +374,6 @@ def _run_epoch(
         shard = lambda a: jax.lax.with_sharding_constraint(a, batch_axis)  # noqa: E731
     else:
         shard = lambda a: a  # noqa: E731
-    idx, mask = epoch_batches(
-        jax.random.fold_in(key_shuffle, epoch),
-        cfg.n,
-        cfg.batch_size,
-        cfg.drop_remainder,
-    )
-    key_epoch = jax.random.fold_in(key_dropout, epoch)
 
     def step(carry, batch):
         params, opt_state, state, bad, cause = carry
@@ -433,11 +423,41 @@ def _run_epoch(
         bad = jnp.where(first, s, bad)
         return (params, opt_state, state, bad, cause), (J, g_norm, applied)
 
+    return jax.lax.scan(step, carry, batches)
+
+
+def _epoch(
+    cfg: _EpochConfig, careful: bool, params, opt_state, state, epoch, X, y, keys
+):
+    """One epoch: :func:`_scan_batches` over the epoch's shuffled mini-batches.
+
+    The fast form (``careful=False``) skips a step whose loss or gradient is
+    non-finite (and every later step), and reports whether the parameters are
+    finite at the end. The careful form, a replay from the epoch's start when
+    something was not finite, also checks each update before applying it and
+    reports the first bad step and its cause (1 loss, 2 gradient, 3 update):
+    the update check costs a pass over the parameters every step, which the
+    fast form saves.
+
+    Returns:
+      ``(params, opt_state, state, bad, cause, finite, metrics)``: ``bad`` the
+      first non-finite step (−1 for none), ``finite`` whether the parameters
+      are finite at the end, ``metrics`` the mean loss and gradient norm of the
+      applied steps.
+    """
+    key_shuffle, key_dropout = keys
+    idx, mask = epoch_batches(
+        jax.random.fold_in(key_shuffle, epoch),
+        cfg.n,
+        cfg.batch_size,
+        cfg.drop_remainder,
+    )
+    key_epoch = jax.random.fold_in(key_dropout, epoch)
     steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
     none = jnp.asarray(-1, jnp.int32)
     init = (params, opt_state, state, none, jnp.asarray(0, jnp.int32))
-    (params, opt_state, state, bad, cause), (J, g_norm, ok) = jax.lax.scan(
-        step, init, (steps, idx, mask)
+    (params, opt_state, state, bad, cause), (J, g_norm, ok) = _scan_batches(
+        cfg, careful, init, X, y, (steps, idx, mask), key_epoch
     )
     count = jnp.maximum(jnp.sum(ok), 1).astype(J.dtype)
     metrics = {
@@ -448,13 +468,69 @@ def _run_epoch(
     return params, opt_state, state, bad, cause, finite, metrics
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _evaluate(obj: _Objective, params, state, X, y):
+def _evaluate_body(obj: _Objective, params, state, X, y):
     """``(data loss, accuracy)`` in evaluation mode (accuracy −1: none)."""
     loss_obj = _losses.get(obj.loss)
     out = _outputs(obj, params, state, X)
     Y = _losses.targets(loss_obj, out, y)
     return loss_obj.fn(out, Y), _accuracy(loss_obj, out, Y)
+
+
+_evaluate = jax.jit(_evaluate_body, static_argnums=0)
+
+
+def _eval_objective(obj: _Objective) -> _Objective:
+    """The objective of the history's evaluation: data loss, full precision."""
+    return obj._replace(l1=0.0, l2=0.0, grad="autodiff", compute_dtype=None)
+
+
+def _learning_rate(opt_state) -> jax.Array | None:
+    """The optimizer's current learning rate, ``None`` when its state holds none."""
+    try:
+        return _optim.current_learning_rate(opt_state)
+    except ValueError:
+        return None
+
+
+def _epoch_record(
+    cfg: _EpochConfig, careful: bool, params, opt_state, state, epoch, X, y, keys, dev
+):
+    """One epoch and its history entry: :func:`_epoch`, then the evaluation of
+    the trained parameters on the training set and on ``dev`` (``(X_dev,
+    y_dev)`` or ``None``).
+
+    Returns:
+      ``(params, opt_state, state, bad, cause, finite, record)`` with ``record``
+      ``{name: scalar}`` for the names of ``HISTORY_KEYS`` that have a value
+      (no ``"epoch"`` and ``"seconds"``; no accuracies for a regression loss,
+      no dev values without ``dev``, no learning rate when the optimizer state
+      holds none). Absent rather than NaN: the compiled values stay finite.
+    """
+    params, opt_state, state, bad, cause, finite, metrics = _epoch(
+        cfg, careful, params, opt_state, state, epoch, X, y, keys
+    )
+    eval_obj = _eval_objective(cfg.objective)
+    has_accuracy = _losses.get(eval_obj.loss).fused_output in ("softmax", "sigmoid")
+    # The history's train loss is the epoch's mean step loss (the penalised
+    # objective, in training mode); the training set's evaluation gives the
+    # accuracy (its unused loss is compiled away).
+    record = {"train_loss": metrics["train_loss"]}
+    if has_accuracy:
+        record["train_accuracy"] = _evaluate_body(eval_obj, params, state, X, y)[1]
+    if dev is not None:
+        dev_loss, dev_acc = _evaluate_body(eval_obj, params, state, *dev)
+        record["dev_loss"] = dev_loss
+        if has_accuracy:
+            record["dev_accuracy"] = dev_acc
+    lr = _learning_rate(opt_state)
+    if lr is not None:
+        record["learning_rate"] = lr
+    record["grad_norm"] = metrics["grad_norm"]
+    return params, opt_state, state, bad, cause, finite, record
+
+
+# fit's compiled epoch: parameters, optimizer state and block state donated.
+_run_epoch = jax.jit(_epoch_record, static_argnums=(0, 1), donate_argnums=(2, 3, 4))
 
 
 def _nan_if_negative(value) -> float:
@@ -802,7 +878,7 @@ def fit(
         )
         if dev is not None:
             X_dev, y_dev = jax.device_put((X_dev, y_dev), NamedSharding(mesh, P()))
-    eval_obj = obj._replace(l1=0.0, l2=0.0, grad="autodiff", compute_dtype=None)
+    dev_set = None if dev is None else (X_dev, y_dev)
     show = sys.stderr.isatty() if progress is None else progress
     pass_loop = callback is not None and _callback_takes_loop(callback)
     if resume is not None:
@@ -832,14 +908,14 @@ def fit(
     for epoch in range(initial_epoch, epochs):
         t0 = time.perf_counter()
         start_of_epoch = copy((params, opt_state, state))  # the run donates its own
-        params, opt_state, state, bad, cause, finite, metrics = _run_epoch(
-            cfg, False, params, opt_state, state, np.int32(epoch), X, y, keys
+        params, opt_state, state, bad, cause, finite, values = _run_epoch(
+            cfg, False, params, opt_state, state, np.int32(epoch), X, y, keys, dev_set
         )
         if int(bad) >= 0 or not bool(finite):
             # Replay the epoch from its start, checking every update, to find
             # the first non-finite step and the parameters just before it.
             params, opt_state, state, bad, cause, _, _ = _run_epoch(
-                cfg, True, *start_of_epoch, np.int32(epoch), X, y, keys
+                cfg, True, *start_of_epoch, np.int32(epoch), X, y, keys, dev_set
             )
             if show:
                 print(file=sys.stderr)
@@ -852,24 +928,9 @@ def fit(
                 history,
                 _CAUSES[int(cause)],
             )
-        train_loss, train_acc = _evaluate(eval_obj, params, state, X, y)
-        dev_loss, dev_acc = (
-            _evaluate(eval_obj, params, state, X_dev, y_dev)
-            if dev is not None
-            else (math.nan,) * 2
-        )
-        try:
-            lr = float(_optim.current_learning_rate(opt_state))
-        except ValueError:
-            lr = math.nan
         record = {
             "epoch": epoch,
-            "train_loss": float(metrics["train_loss"]),
-            "train_accuracy": _nan_if_negative(train_acc),
-            "dev_loss": float(dev_loss),
-            "dev_accuracy": _nan_if_negative(dev_acc),
-            "learning_rate": lr,
-            "grad_norm": float(metrics["grad_norm"]),
+            **{k: float(values.get(k, math.nan)) for k in HISTORY_KEYS[1:-1]},
             "seconds": time.perf_counter() - t0,
         }
         for k in HISTORY_KEYS:
