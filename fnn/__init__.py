@@ -11,6 +11,10 @@ A model is a value (a block): ``model = fnn.mlp([64, 32, 10], activation="tanh")
 or any composition of :mod:`fnn.nn` blocks; ``apply``, ``loss``, ``backprop``,
 ``evaluate``, ``fit`` and the gradient checks take it as ``blocks=`` (with its
 ``state=``), and :func:`fnn.nn.check_block` checks any block's backward.
+
+Training: ``fit`` (host loop: progress, callbacks, checkpoints, early stopping)
+and ``train`` (the same epochs as one pure, jittable and vmappable function);
+``sweep`` trains a population (seeds x hyperparameters) in one compiled call.
 """
 
 from . import activations as activations
@@ -43,6 +47,10 @@ from ._mlp import dropout_rates as dropout_rates
 from ._mlp import init_params as init_params
 from ._mlp import loss as loss
 from ._mlp import mlp as mlp
+from ._sweep import SweepResult as SweepResult
+from ._sweep import sweep as sweep
+from ._train import TrainResult as TrainResult
+from ._train import train as train
 
 __version__ = "0.1.0"
 
@@ -52,6 +60,8 @@ __all__ = [
     "GradientMismatchError",
     "LoopState",
     "NonFiniteError",
+    "SweepResult",
+    "TrainResult",
     "activations",
     "apply",
     "backprop",
@@ -77,4 +87,6 @@ __all__ = [
     "rbf",
     "relative_difference",
     "schedules",
+    "sweep",
+    "train",
 ]
