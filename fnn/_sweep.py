@@ -83,9 +83,7 @@ class _SweepConfig(NamedTuple):
 
 def _member(sweep_cfg: _SweepConfig, n, has_state, params, state, hp, key, X, y, dev):
     run = sweep_cfg.run
-    optimizer = (
-        sweep_cfg.optimizer(**hp) if sweep_cfg.factory else sweep_cfg.optimizer
-    )
+    optimizer = sweep_cfg.optimizer(**hp) if sweep_cfg.factory else sweep_cfg.optimizer
     cfg = _epoch_config(run, optimizer, n, has_state, "sweep")
     return _run(cfg, run, params, optimizer.init(params), state, X, y, dev, key)
 

@@ -16,7 +16,8 @@ Invariants:
     and its parameters (kept by ``jnp.where``) and the patience counter are
     part of the scan's carry; a member that has stopped (or met a non-finite
     value) keeps its parameters while the scan runs its remaining epochs as
-    no-ops, so every member of a population runs the same program;
+    no-ops (computed and discarded by a select: every member of a population
+    runs the same program, and the data is never copied per member);
   * the history is arrays ``(epochs,)``: entries of epochs that did not run
     (after stopping) are 0, ``epochs_run`` says how many did; nothing is NaN
     unless training produced it;
@@ -108,16 +109,13 @@ def _run_config(
 ) -> _RunConfig:
     """Validate the static arguments shared by :func:`train` and ``sweep``."""
     if grad not in ("autodiff", "manual"):
-        raise ValueError(
-            f"{where}: grad must be 'autodiff' or 'manual', got {grad!r}."
-        )
+        raise ValueError(f"{where}: grad must be 'autodiff' or 'manual', got {grad!r}.")
     epochs = _positive_int("epochs", epochs)
     batch_size = _positive_int("batch_size", batch_size)
     if patience is not None:
         if dev is None:
             raise ValueError(
-                f"{where}: patience (early stopping) needs a dev set: pass "
-                "dev=(X, y)."
+                f"{where}: patience (early stopping) needs a dev set: pass dev=(X, y)."
             )
         patience = _positive_int("patience", patience)
     if compute_dtype is not None and not jnp.issubdtype(compute_dtype, jnp.floating):
@@ -163,9 +161,7 @@ def _where(flag, a, b):
     return jax.tree.map(lambda x, y: jnp.where(flag, x, y), a, b)
 
 
-def _run(
-    cfg: _EpochConfig, run: _RunConfig, params, opt_state, state, X, y, dev, key
-):
+def _run(cfg: _EpochConfig, run: _RunConfig, params, opt_state, state, X, y, dev, key):
     """The traced run: a ``lax.scan`` of :func:`fnn._fit._epoch_record` over
     the epochs, early stopping and the non-finite guard in the carry."""
     keys = tuple(jax.random.split(key))
@@ -178,28 +174,23 @@ def _run(
 
     record_shape = jax.eval_shape(
         run_epoch, (params, opt_state, state), jnp.zeros((), int32)
-    )[-1]
+    )[-1]  # the history's names and dtypes
 
     def body(carry, epoch):
         params, opt_state, state, best, active, bad_epoch = carry
         best_loss, best_epoch, best_params, wait = best
 
-        def train_epoch(operand):
-            p, o, s, bad, _, finite, record = run_epoch(operand, epoch)
-            failed = (bad >= 0) | ~finite
-            # A non-finite epoch is not kept: the member stays as it was.
-            p, o, s = _where(failed, operand, (p, o, s))
-            return p, o, s, failed, record
-
-        def skip(operand):
-            zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), record_shape)
-            return (*operand, jnp.asarray(False), zeros)
-
-        params, opt_state, state, failed, record = jax.lax.cond(
-            active, train_epoch, skip, (params, opt_state, state)
-        )
+        # Every epoch runs and a stopped member's result is discarded by a
+        # select: under vmap a lax.cond on a per-member flag would become a
+        # select anyway, after broadcasting its closed-over operands (the data)
+        # to one copy per member.
+        operand = (params, opt_state, state)
+        p, o, s, bad, _, finite, record = run_epoch(operand, epoch)
+        failed = active & ((bad >= 0) | ~finite)
+        # A non-finite epoch is not kept: the member stays as it was.
+        params, opt_state, state = _where(active & ~failed, (p, o, s), operand)
         ran = active & ~failed
-        bad_epoch = jnp.where(active & failed, epoch, bad_epoch)
+        bad_epoch = jnp.where(failed, epoch, bad_epoch)
         if dev is not None:
             improved = ran & (record["dev_loss"] < best_loss)
             best_loss = jnp.where(improved, record["dev_loss"], best_loss)
