@@ -304,7 +304,8 @@ def plot_paths(reg, names=("sgd", "momentum 0.6", "nesterov 0.8"), ax=None):
     A, B = np.meshgrid(a, b)
     grid = jnp.asarray(np.stack([A.ravel(), B.ravel()], 1), jnp.float32)
     Z = np.asarray(jax.vmap(J)(grid)).reshape(A.shape)
-    ax.contour(A, B, Z, levels=np.geomspace(0.05, Z.max(), 25), cmap="Greys", lw=0.5)
+    levels = np.geomspace(max(float(Z.min()), 0.05), float(Z.max()), 20)
+    ax.contour(A, B, Z, levels=levels, colors="0.65", linewidths=0.6)
     for name in names:
         path = reg["paths"][name][0]
         ax.plot(path[:, 0], path[:, 1], ".-", ms=2, lw=1, label=name)
