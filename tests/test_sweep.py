@@ -2,6 +2,10 @@
 runs (MLP and block models, manual and autodiff gradients, early stopping);
 one compilation per configuration; the data shared, not copied per member."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -11,6 +15,7 @@ import pytest
 import fnn
 from fnn import optim
 
+ROOT = Path(__file__).resolve().parents[1]
 LRS = (0.1, 0.6)
 SEEDS = (0, 1)
 MEMBERS = [(lr, s) for lr in LRS for s in SEEDS]  # 2 learning rates x 2 seeds
@@ -212,3 +217,20 @@ def test_bad_inputs_are_named():
         fnn.sweep(
             jax.tree.map(lambda a: a[0, 0], params), optim.sgd(0.1), X, y, key=keys
         )
+
+
+def test_sweep_benchmark_quick_mode(tmp_path):
+    """The benchmark's quick mode: a well-formed report, the same runs both ways,
+    and a second sweep call that compiles nothing (counts, not times)."""
+    spec = importlib.util.spec_from_file_location(
+        "sweep_benchmark", ROOT / "benchmarks" / "sweep.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--quick", "--out", str(tmp_path)])
+    assert result["members"] == 2
+    assert result["compiles"]["sweep_first"] > 0
+    assert result["compiles"]["sweep_second"] == 0
+    assert result["max_dev_loss_difference"] < 1e-5
+    assert json.loads((tmp_path / "sweep.json").read_text())["members"] == 2
+    assert "| second call |" in (tmp_path / "sweep.md").read_text()
