@@ -8,7 +8,14 @@ improves (seed 000 §6 "Early stopping", seed 001 "Optimization algorithms").
 
 Design, invariants:
   * one epoch is one jitted call: ``lax.scan`` over the epoch's mini-batches,
-    parameters, optimizer state and block state donated (no per-step Python);
+    then the evaluation of its history entry, parameters, optimizer state and
+    block state donated (no per-step Python);
+  * one epoch body for every loop: ``_scan_batches`` (the step scanned over
+    given mini-batches), ``_epoch`` (one shuffled epoch of them) and
+    ``_epoch_record`` (the epoch and its history entry) are plain functions;
+    ``fit`` jits ``_epoch_record`` once per epoch, :func:`fnn.train` scans it
+    over the epochs inside one traced function (and :func:`fnn.sweep` vmaps
+    that), so the three train the same epochs;
   * the gradient is ``jax.grad`` of the loss (``grad="autodiff"``) or fnn's
     manual backpropagation (``grad="manual"``); both see the same batches and
     dropout masks, so they train the same model;
@@ -695,6 +702,12 @@ def fit(
     compute_dtype: Any = None,
 ) -> FitResult:
     """Train by mini-batch gradient descent, one compiled ``lax.scan`` per epoch.
+
+    ``fit`` is the host loop: progress bar, callbacks, exact resume, a raised
+    :class:`NonFiniteError`, data parallelism. The same epochs as one pure,
+    jittable and vmappable function are :func:`fnn.train` (early stopping
+    inside the compiled loop, the history as arrays); a population of runs
+    over seeds and hyperparameters in one compiled call is :func:`fnn.sweep`.
 
     Args:
       params: initial parameters: an MLP's ``[{"W", "b"}, ...]`` or, with
