@@ -74,8 +74,10 @@ def measure(
         jax.block_until_ready(out[-1].params)
         return out
 
+    init_population = jax.jit(jax.vmap(init))  # one compiled call, not op by op
+
     def population():
-        params = jax.vmap(init)(jnp.asarray([s for _, s in members]))
+        params = init_population(jnp.asarray([s for _, s in members]))
         keys = jax.vmap(jax.random.key)(jnp.asarray([100 + s for _, s in members]))
         lrs = jnp.asarray([lr for lr, _ in members], jnp.float32)
         r = fnn.sweep(

@@ -16,7 +16,8 @@ Invariants:
     hyperparameter values, parameters, keys and data are arguments, so a
     second sweep over other learning rates or seeds reuses the compiled run;
   * any mix: seeds (rows of ``key``), initial parameters (stack the outputs of
-    any initializers, schemes mixed), and every numeric hyperparameter that
+    any initializers, schemes mixed; ``jax.jit(jax.vmap(init))`` builds a
+    group in one compiled call), and every numeric hyperparameter that
     the optimizer factory takes (learning rate, momentum, weight decay, ...).
 """
 
@@ -154,8 +155,8 @@ def sweep(
 
         lrs = jnp.repeat(jnp.array([0.01, 0.03, 0.1, 0.3]), 5)      # 4 rates
         seeds = jnp.tile(jnp.arange(5), 4)                           # x 5 seeds
-        params = jax.vmap(lambda s: fnn.init_params(
-            jax.random.key(s), [64, 128, 10], "he_normal"))(seeds)
+        params = jax.jit(jax.vmap(lambda s: fnn.init_params(
+            jax.random.key(s), [64, 128, 10], "he_normal")))(seeds)
         result = fnn.sweep(params, lambda lr: fnn.optim.sgd(lr, 0.9), X, y,
                            key=jax.vmap(jax.random.key)(seeds),
                            hyperparams={"lr": lrs}, epochs=20, dev=(Xd, yd),
@@ -252,20 +253,24 @@ def sweep(
             f"sweep: key must be one PRNG key or {P} keys (one per member), got "
             f"shape {key.shape}."
         )
-    member0 = jax.tree.map(lambda a: a[0], params)
-    state0 = None if state is None else jax.tree.map(lambda a: a[0], state)
+    # Member 0's shapes: enough for the host checks (no device work).
+    member0 = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
+    state0 = None
+    if state is not None:
+        state0 = jax.tree.map(
+            lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state
+        )
     if state is not None:
         size = _size(state, "state")
         if size not in (None, P):
             raise ValueError(f"sweep: state has {size} members, params {P}.")
+    if state is None:  # a model without state: its empty structure
+        state0 = state = _empty_state(run, None, np.shape(X)[1:], "sweep")
     X, y = _host_check(run.objective, member0, state0, X, y, "training set")
     if dev is not None:
         if not isinstance(dev, tuple | list) or len(dev) != 2:
             raise ValueError("sweep: dev must be a pair (X_dev, y_dev).")
         dev = _host_check(run.objective, member0, state0, *dev, "dev set")
-    if state is None:
-        empty = _empty_state(run, None, X.shape[1:], "sweep")
-        state0 = state = empty
     has_state = bool(jax.tree.leaves(state))
     cfg = _epoch_config(run, None, X.shape[0], has_state, "sweep")  # checks sizes
     if check_gradients is None:
@@ -281,8 +286,8 @@ def sweep(
         )
         _check_gradients(
             run.objective,
-            member0,
-            state0,
+            jax.tree.map(lambda a: a[0], params),
+            jax.tree.map(lambda a: a[0], state),
             X[idx[0]],
             y[idx[0]],
             mask[0] if cfg.padded else None,
