@@ -23,15 +23,13 @@ Standardization); [Deep Learning 2020, 6] (learning rate decay, normalizing
 inputs).
 """
 
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import fnn
 from fnn import optim, schedules
+from fnn.experiments.helpers import figure, trajectory
 
 NAME = "optimizers"
 THETA0 = (10.0, 5.0)
@@ -41,49 +39,6 @@ SOURCE_THETA = {
     "momentum 0.6": (1.9837, 2.9933),
     "nesterov 0.8": (1.9738, 2.9914),
 }
-
-
-def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (4.5, 3.5)):
-    """``plt.subplots`` with a grid of ``size`` panels; axes always 2-D."""
-    import matplotlib
-
-    if "MPLBACKEND" not in os.environ and "ipykernel" not in sys.modules:
-        matplotlib.use("Agg")  # scripts: no display needed
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(
-        nrows,
-        ncols,
-        figsize=(size[0] * ncols, size[1] * nrows),
-        squeeze=False,
-        constrained_layout=True,
-    )
-
-
-def trajectory(optimizer, loss_fn, params, steps: int):
-    """Full-batch steps of a first-order ``optimizer`` on ``loss_fn``, jitted.
-
-    Returns ``(params_path, losses)``: the parameters before each step and
-    after the last (leading axis ``steps + 1``) and the loss at each of them
-    (``(steps + 1,)``).
-    """
-
-    def step(carry, _):
-        p, s = carry
-        J, g = jax.value_and_grad(loss_fn)(p)
-        u, s = optimizer.update(g, s, p)
-        return (optim.apply_updates(p, u), s), (p, J)
-
-    @jax.jit
-    def go(p0):
-        (p, _), (path, Js) = jax.lax.scan(
-            step, (p0, optimizer.init(p0)), None, length=steps
-        )
-        last = jax.tree.map(lambda a: a[None], p)
-        path = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), path, last)
-        return path, jnp.concatenate([Js, loss_fn(p)[None]])
-
-    return go(params)
 
 
 def regression_data(key=None, x_range=(0.0, 1.0)):
