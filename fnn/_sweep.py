@@ -170,9 +170,9 @@ def sweep(
 
     Measured (``benchmarks/sweep.py``: digits, 64-128-10 ReLU, Adam, 4
     learning rates x 5 seeds, up to 20 epochs of batch 32, patience 3, on a
-    shared 2-core CPU): 47 s for the first sweep call (compilation included)
-    against 278 s for a loop of 20 ``fit`` calls that each build their
-    optimizer (5.9x); 4.2 s against 239 s for the second call (58x), which
+    shared 2-core CPU): 27 s for the first sweep call (compilation included)
+    against 92 s for a loop of 20 ``fit`` calls that each build their
+    optimizer (3.4x); 3.1 s against 115 s for the second call (37x), which
     compiles nothing. Details in the README's "Sweeps" section.
 
     Args:
