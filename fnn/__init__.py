@@ -11,10 +11,6 @@ A model is a value (a block): ``model = fnn.mlp([64, 32, 10], activation="tanh")
 or any composition of :mod:`fnn.nn` blocks; ``apply``, ``loss``, ``backprop``,
 ``evaluate``, ``fit`` and the gradient checks take it as ``blocks=`` (with its
 ``state=``), and :func:`fnn.nn.check_block` checks any block's backward.
-
-Training: ``fit`` (host loop: progress, callbacks, checkpoints, early stopping)
-and ``train`` (the same epochs as one pure, jittable and vmappable function);
-``sweep`` trains a population (seeds x hyperparameters) in one compiled call.
 """
 
 from . import activations as activations
