@@ -641,7 +641,10 @@ def fit(
         :func:`fnn.optim.sam` uses for its second gradient and the others ignore.
       X: training inputs ``(n, ...)``; y: training targets, ``(n,)`` integer
         labels or ``(n, k)`` rows. Checked on the host: finite inputs, labels
-        that fit the outputs (the message names the row).
+        that fit the outputs (the message names the row). Or a source that
+        stays on the host (:mod:`fnn.stream`: a memmap, IDX files, ``.npy``
+        shards, an iterator of batches) with ``y=None``: then fit runs
+        :func:`fnn.stream.fit_stream` with these arguments.
       key: root PRNG key for shuffling and dropout.
       epochs: train until this epoch count (epochs ``initial_epoch .. epochs-1``).
       batch_size: examples per mini-batch (at most ``n`` are used).
@@ -699,6 +702,22 @@ def fit(
         epoch, the step, the cause and the last finite parameters and optimizer
         state.
     """
+    # --- data that stays on the host: fnn.stream's chunked loop -----------------
+    from . import stream as _stream
+
+    if _stream.is_source(X):
+        return _stream.fit_stream(
+            params,
+            optimizer,
+            X,
+            y,
+            **{
+                name: value
+                for name, value in locals().items()
+                if name not in ("params", "optimizer", "X", "y", "_stream")
+            },
+        )
+    # ----------------------------------------------------------------------------
     if grad not in ("autodiff", "manual"):
         raise ValueError(f"grad must be 'autodiff' or 'manual', got {grad!r}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
