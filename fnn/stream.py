@@ -414,8 +414,9 @@ class _ChunkConfig(NamedTuple):
 
 
 def _learning_rate(opt_state):
+    """The state's learning rate, or −1 (NaN on the host) when it holds none."""
     found = _optim._transforms._find_learning_rate(opt_state)
-    return jnp.float32(jnp.nan) if found is None else jnp.asarray(found, jnp.float32)
+    return jnp.float32(-1) if found is None else jnp.asarray(found, jnp.float32)
 
 
 @jax.jit(static_argnums=(0, 1))
@@ -442,7 +443,7 @@ def _run_chunk(
         carry, (J, g_norm, ok) = _fit._train_step(
             ecfg, careful, loss_and_grad, shard, key_epoch, carry, batch
         )
-        lr = _learning_rate(carry[1]) if cfg.with_lr else jnp.float32(jnp.nan)
+        lr = _learning_rate(carry[1]) if cfg.with_lr else jnp.float32(-1)
         return carry, (J, g_norm, ok, lr)
 
     none = jnp.asarray(-1, jnp.int32)
@@ -983,6 +984,7 @@ def fit_stream(
                 cfg, False, params, opt_state, state, np.int32(epoch), chunk.data, keys
             )
             J, g_norm, ok, lr = (np.asarray(v) for v in per_step)
+            lr = np.where(lr < 0, np.nan, lr)
             if int(bad) >= 0 or not bool(finite):
                 params, opt_state, state, bad, cause, _, _ = _run_chunk(
                     cfg, True, *before, np.int32(epoch), chunk.data, keys

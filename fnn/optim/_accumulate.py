@@ -139,7 +139,7 @@ def multi_steps(
         )
         new_state = MultiStepsState(
             jnp.where(last, 0, state.mini_step + 1).astype(jnp.int32),
-            (state.gradient_step + last).astype(jnp.int32),
+            state.gradient_step + last.astype(jnp.int32),
             inner_state,
             acc,
         )
