@@ -47,7 +47,8 @@ class EmaParamsState(NamedTuple):
 
     Attributes:
       count: int32 scalar, updates averaged so far.
-      decay: float32 scalar, the decay (stored so the accessor can debias).
+      decay: float scalar (float64 when x64 is on, float32 otherwise), the
+        decay, stored so that the accessor can debias.
       debias: bool scalar, whether :func:`ema_params_of` divides by
         ``1 - decay^count``.
       ema: the running sum ``m_t`` (not yet debiased), one leaf per parameter
@@ -95,7 +96,7 @@ def ema_params(inner: Optimizer, decay: float, debias: bool = True) -> Optimizer
     def init(params):
         return EmaParamsState(
             jnp.zeros((), jnp.int32),
-            jnp.asarray(decay, jnp.float32),
+            jnp.asarray(decay, jnp.result_type(float)),
             jnp.asarray(debias),
             jax.tree.map(
                 lambda p: jnp.zeros(p.shape, accumulation_dtype(p.dtype)), params
@@ -167,7 +168,7 @@ def ema_params_of(state: Any, params: Any = None) -> Any:
     t = found.count
     scale = jnp.where(
         found.debias & (t > 0),
-        1 / (1 - found.decay.astype(jnp.float32) ** t.astype(jnp.float32)),
+        1 / (1 - found.decay ** t.astype(found.decay.dtype)),
         1.0,
     )
 
