@@ -309,6 +309,8 @@ def _peek(source: IterableSource, epoch: int):
     if callable(source.batches):
         it = iter(source.batches(epoch))
     elif isinstance(source.batches, Iterator):
+        if source._used:
+            source.epoch(epoch)  # raises: a one-shot iterator served its epoch
         if source._head is None:
             source._head = next(source.batches, None)
         if source._head is None:
