@@ -86,6 +86,9 @@ __all__ = [
     "from_npy",
     "from_path",
     "is_source",
+    "map_batches",
+    "subset",
+    "wrap_optimizer",
 ]
 
 
@@ -342,6 +345,61 @@ def from_path(path, transform: Callable | None = None):
         f"{path} holds no training data: expected x.npy and y.npy, x_*.npy/y_*.npy "
         f"shards, or raw IDX files ({', '.join(MNIST_FILES['train'])})."
     )
+
+
+class _Subset:
+    def __init__(self, source, indices):
+        self.source, self.indices = source, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def batch(self, indices):
+        return self.source.batch(self.indices[np.asarray(indices, dtype=np.int64)])
+
+
+def subset(source: Source, indices) -> Source:
+    """The examples ``indices`` of ``source`` (e.g. a training split), as a source:
+    example ``i`` of the result is example ``indices[i]`` of ``source``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.ndim != 1 or (
+        indices.size and (indices.min() < 0 or indices.max() >= len(source))
+    ):
+        raise ValueError(
+            f"subset: indices must be a 1-D array of rows in [0, {len(source)})."
+        )
+    return _Subset(source, indices)
+
+
+class _Mapped:
+    def __init__(self, source, fn):
+        self.source, self.fn = source, fn
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def batch(self, indices):
+        return self.fn(*self.source.batch(indices))
+
+
+def map_batches(source: Source, fn: Callable) -> Source:
+    """``source`` with ``fn(x, y) -> (x, y)`` applied to every batch on the host
+    (preprocessing: scaling, standardising with statistics of a sample, ...)."""
+    return _Mapped(source, fn)
+
+
+def wrap_optimizer(
+    optimizer: _optim.Optimizer, accumulate: int = 1, ema: float | None = None
+) -> _optim.Optimizer:
+    """The optimizer :func:`fit_stream` trains with for ``accumulate`` and ``ema``:
+    ``multi_steps(ema_params(optimizer, ema), accumulate)`` (each part only when
+    asked for), so that the average moves once per applied update. Its ``init``
+    gives the state a checkpoint of the run holds."""
+    if ema is not None:
+        optimizer = _optim.ema_params(optimizer, ema)
+    if accumulate > 1:
+        optimizer = _optim.multi_steps(optimizer, accumulate)
+    return optimizer
 
 
 def is_source(X) -> bool:
@@ -811,11 +869,7 @@ def fit_stream(
                 f"batch_size={batch_size} does not divide across the "
                 f"{mesh.shape['data']} devices of the mesh's 'data' axis."
             )
-    if ema is not None:
-        optimizer = _optim.ema_params(optimizer, ema)
-    if accumulate > 1:
-        # Around the average: it moves once per applied update.
-        optimizer = _optim.multi_steps(optimizer, accumulate)
+    optimizer = wrap_optimizer(optimizer, accumulate, ema)
 
     step_pos, sums = 0, (0.0, 0.0, 0)
     if isinstance(resume, StreamLoop):

@@ -311,3 +311,67 @@ def test_mesh_of_four_simulated_devices():
         assert r["devices"] == 4 and r["sharded"] == 4
         assert r["vs_mesh_fit"] <= 1e-6  # same program, same sums
         assert r["vs_one_device"] <= 1e-5  # gradient sums in another order
+
+
+@pytest.fixture(scope="module")
+def train_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "train_stream", ROOT / "scripts" / "train.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.slow  # three runs of the script
+def test_train_script_streams_and_resumes_mid_epoch(
+    train_script, files, tmp_path, monkeypatch
+):
+    # --data DIR with accumulation, EMA and per-step logging; a run killed
+    # right after a mid-epoch checkpoint, resumed, ends as the uninterrupted one.
+    d, _, _ = files(203)
+    flags = [
+        "--data", str(d), "--dev-size", "40", "--epochs", "2", "--hidden", "16",
+        "--batch-size", "16", "--accumulate", "2", "--ema", "0.9",
+        "--log-every", "1", "--steps-per-call", "3", "--save-every", "3",
+        "--patience", "0", "--no-progress", "--lr", "0.01",
+    ]  # fmt: skip
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    train_script([*flags, "--out", str(straight)])
+    save, calls = fnn.checkpoint.save, []
+
+    def dies_after_third_save(path, tree, **kw):
+        out = save(path, tree, **kw)
+        if Path(path).name == "checkpoint.fnn":
+            calls.append(tree)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(fnn.checkpoint, "save", dies_after_third_save)
+    with pytest.raises(KeyboardInterrupt):
+        train_script([*flags, "--out", str(broken)])
+    monkeypatch.setattr(fnn.checkpoint, "save", save)
+    meta = fnn.checkpoint.read_metadata(broken / "checkpoint.fnn")["loop"]
+    assert meta["stream"] and (meta["epoch"], meta["step"]) == (0, 9)
+    train_script(["--resume", str(broken)])
+    for name in ("model.fnn", "checkpoint.fnn"):
+        a, b = (
+            {
+                jax.tree_util.keystr(k): v
+                for k, v in jax.tree_util.tree_leaves_with_path(
+                    fnn.checkpoint.load(run / name)
+                )
+                if "seconds" not in jax.tree_util.keystr(k)  # wall-clock times
+            }
+            for run in (straight, broken)
+        )
+        assert len(a) >= 8
+        chex.assert_trees_all_equal(a, b)
+    assert "raw_params" in fnn.checkpoint.load(straight / "model.fnn")
+    steps = [json.loads(s) for s in (broken / "steps.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["step"]) for r in steps] == [
+        (e, s) for e in range(2) for s in range(11)
+    ]
