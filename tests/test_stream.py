@@ -376,3 +376,22 @@ def test_train_script_streams_and_resumes_mid_epoch(
     assert [(r["epoch"], r["step"]) for r in steps] == [
         (e, s) for e in range(2) for s in range(11)
     ]
+
+
+def test_non_finite_step_is_named_as_fit_names_it(files):
+    d, X, y = files(192)
+    source = st.from_npy(d / "x.npy", d / "y.npy")
+    errors = []
+    with jax.debug_nans(False):
+        with pytest.raises(fnn.NonFiniteError) as info:
+            fnn.fit(_params(), fnn.optim.sgd(1e30), X, y, **KW)
+        errors.append(info.value)
+        with pytest.raises(fnn.NonFiniteError) as info:
+            st.fit_stream(
+                _params(), fnn.optim.sgd(1e30), source, steps_per_call=4, **KW
+            )
+        errors.append(info.value)
+    got, ref = errors[1], errors[0]
+    assert (got.epoch, got.step, got.cause) == (ref.epoch, ref.step, ref.cause)
+    chex.assert_trees_all_equal(got.params, ref.params)
+    assert all(np.isfinite(a).all() for a in jax.tree.leaves(got.params))
