@@ -145,6 +145,9 @@ class ArraySource:
 
     def batch(self, indices):
         indices = np.asarray(indices, dtype=np.int64)
+        if not isinstance(self.X, np.memmap):  # in memory: no locality to gain
+            x, y = self.X[indices], self.y[indices]
+            return (x, y) if self.transform is None else self.transform(x, y)
         order = np.argsort(indices, kind="stable")
         back = np.empty_like(order)
         back[order] = np.arange(order.size)
@@ -803,7 +806,8 @@ def fit_stream(
     Args:
       source: a :class:`Source` (:func:`from_npy`, :func:`from_idx`,
         :class:`ShardSource`, :class:`ArraySource`, your own) or an
-        :class:`IterableSource`.
+        :class:`IterableSource` (its first batch fixes the batch size;
+        ``batch_size`` and ``drop_remainder`` are then unused).
       y: must be ``None`` (the source holds the targets; the argument is there
         so that ``fnn.fit(params, opt, source, None, ...)`` reads naturally).
       dev: ``(X_dev, y_dev)`` in memory, evaluated after every epoch (on the
