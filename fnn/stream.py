@@ -52,6 +52,7 @@ References:
 """
 
 import concurrent.futures
+import functools
 import itertools
 import json
 import math
@@ -397,7 +398,16 @@ def wrap_optimizer(
     """The optimizer :func:`fit_stream` trains with for ``accumulate`` and ``ema``:
     ``multi_steps(ema_params(optimizer, ema), accumulate)`` (each part only when
     asked for), so that the average moves once per applied update. Its ``init``
-    gives the state a checkpoint of the run holds."""
+    gives the state a checkpoint of the run holds. The same arguments give the
+    same object (cached), so that a second run reuses the compiled loop."""
+    try:
+        return _wrap_optimizer(optimizer, accumulate, ema)
+    except TypeError:  # an unhashable argument: built afresh
+        return _wrap_optimizer.__wrapped__(optimizer, accumulate, ema)
+
+
+@functools.lru_cache(maxsize=64)
+def _wrap_optimizer(optimizer, accumulate, ema):
     if ema is not None:
         optimizer = _optim.ema_params(optimizer, ema)
     if accumulate > 1:
