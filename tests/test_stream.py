@@ -262,10 +262,12 @@ _MESH = textwrap.dedent(
     from pathlib import Path
     rng = np.random.default_rng(0)
     out = {}
+    tmp = tempfile.mkdtemp()
     for n in (192, 203):
         X = rng.normal(size=(n, 8)).astype(np.float32)
         y = rng.integers(0, 3, n).astype(np.int32)
-        d = Path(tempfile.mkdtemp())
+        d = Path(tmp) / str(n)
+        d.mkdir()
         np.save(d / "x.npy", X); np.save(d / "y.npy", y)
         src = st.from_npy(d / "x.npy", d / "y.npy")
         mesh = fnn.parallel.data_mesh()
@@ -283,6 +285,8 @@ _MESH = textwrap.dedent(
             vs_one_device=diff(got.params, one.params),
             sharded=len(jax.tree.leaves(got.params)[0].sharding.device_set),
         )
+    import shutil
+    shutil.rmtree(tmp)
     print("RESULT" + json.dumps(out))
     """
 )
