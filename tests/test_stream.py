@@ -1,6 +1,7 @@
 """Streaming (fnn.stream): host-side sources and the chunked, double-buffered loop
 give what in-memory fit gives on the same data and key."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -178,7 +179,7 @@ def test_bad_row_is_named_by_its_index_in_the_source(files, tmp_path):
         st.fit_stream(_params(), fnn.optim.sgd(0.1), source, y, **KW)
 
 
-def test_per_step_metrics_to_jsonl(files, tmp_path):
+def test_per_step_metrics_to_jsonl(files, tmp_path, capsys):
     d, _, _ = files(203)  # 13 steps per epoch, 2 epochs
     source = st.from_npy(d / "x.npy", d / "y.npy")
     schedule = fnn.schedules.exponential_decay(0.1, 10, 0.5)
@@ -189,8 +190,16 @@ def test_per_step_metrics_to_jsonl(files, tmp_path):
         steps_per_call=4,
         log_every=3,
         metrics_file=tmp_path / "steps.jsonl",
+        tensorboard=tmp_path / "tb",
         **KW,
     )
+    writer = any(
+        importlib.util.find_spec(m) is not None for m in ("tensorboardX", "torch")
+    )
+    if writer:  # event files written
+        assert any((tmp_path / "tb").iterdir())
+    else:  # skipped, with one line saying why
+        assert "no TensorBoard writer" in capsys.readouterr().err
     lines = [json.loads(s) for s in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["step"]) for r in lines] == [
         (e, s) for e in range(2) for s in (2, 5, 8, 11)
