@@ -358,6 +358,63 @@ class _EpochConfig(NamedTuple):
     mesh: Any
 
 
+def _train_step(cfg, careful, loss_and_grad, shard, key_epoch, carry, batch):
+    """One training step: the body of the epoch's (and a streamed chunk's) scan.
+
+    ``carry`` is ``(params, opt_state, state, bad, cause)``; ``batch`` is
+    ``(s, x_b, y_b, mask_b)``: the step number within the epoch, the batch's
+    inputs and targets, and its padding mask. Returns the new carry and the
+    step's ``(J, g_norm, applied)``.
+    """
+    optimizer = cfg.optimizer
+    params, opt_state, state, bad, cause = carry
+    s, x_b, y_b, mask_b = batch
+    inputs = (
+        shard(x_b),
+        shard(y_b),
+        shard(mask_b) if cfg.padded else None,
+        jax.random.fold_in(key_epoch, s),
+    )
+    J, g, new_state = loss_and_grad(params, state, *inputs)
+
+    def grad_fn(p, *_):  # the batch's gradient elsewhere (SAM's second pass)
+        return loss_and_grad(p, state, *inputs)[1]
+
+    g_norm = _optim.global_norm(g)
+    J_ok, g_ok = jnp.isfinite(J), jnp.isfinite(g_norm)
+    ok = J_ok & g_ok & (bad < 0)
+
+    def update(operands):
+        g, params, opt_state, state, new_state = operands
+        updates, new_opt_state = optimizer.update(
+            g, opt_state, params, grad_fn=grad_fn
+        )
+        new_params = _optim.apply_updates(params, updates)
+        if not careful:
+            return new_params, new_opt_state, new_state, jnp.asarray(True)
+        u_ok = jnp.isfinite(_optim.global_norm(updates))
+        return jax.lax.cond(
+            u_ok,
+            lambda: (new_params, new_opt_state, new_state, u_ok),
+            lambda: (params, opt_state, state, u_ok),
+        )
+
+    # A branch rather than a select of old and new values: the update then
+    # happens in place (a select costs ~15% of a small step on CPU).
+    params, opt_state, state, u_ok = jax.lax.cond(
+        ok,
+        update,
+        lambda op: (*op[1:4], jnp.asarray(True)),
+        (g, params, opt_state, state, new_state),
+    )
+    applied = ok & u_ok
+    first = (bad < 0) & ~applied
+    this_cause = jnp.where(~J_ok, 1, jnp.where(~g_ok, 2, 3)).astype(jnp.int32)
+    cause = jnp.where(first, this_cause, cause)
+    bad = jnp.where(first, s, bad)
+    return (params, opt_state, state, bad, cause), (J, g_norm, applied)
+
+
 def _scan_batches(cfg: _EpochConfig, careful: bool, carry, X, y, batches, key_epoch):
     """``lax.scan`` of the training step over mini-batches.
 
@@ -375,7 +432,6 @@ def _scan_batches(cfg: _EpochConfig, careful: bool, carry, X, y, batches, key_ep
       non-finite the later steps are not applied.
     """
     loss_and_grad = _step_fn(cfg.objective)
-    optimizer = cfg.optimizer
     if cfg.mesh is not None:
         batch_axis = NamedSharding(cfg.mesh, P("data"))
         shard = lambda a: jax.lax.with_sharding_constraint(a, batch_axis)  # noqa: E731
@@ -383,52 +439,9 @@ def _scan_batches(cfg: _EpochConfig, careful: bool, carry, X, y, batches, key_ep
         shard = lambda a: a  # noqa: E731
 
     def step(carry, batch):
-        params, opt_state, state, bad, cause = carry
         s, idx_b, mask_b = batch
-        inputs = (
-            shard(X[idx_b]),
-            shard(y[idx_b]),
-            shard(mask_b) if cfg.padded else None,
-            jax.random.fold_in(key_epoch, s),
-        )
-        J, g, new_state = loss_and_grad(params, state, *inputs)
-
-        def grad_fn(p, *_):  # the batch's gradient elsewhere (SAM's second pass)
-            return loss_and_grad(p, state, *inputs)[1]
-
-        g_norm = _optim.global_norm(g)
-        J_ok, g_ok = jnp.isfinite(J), jnp.isfinite(g_norm)
-        ok = J_ok & g_ok & (bad < 0)
-
-        def update(operands):
-            g, params, opt_state, state, new_state = operands
-            updates, new_opt_state = optimizer.update(
-                g, opt_state, params, grad_fn=grad_fn
-            )
-            new_params = _optim.apply_updates(params, updates)
-            if not careful:
-                return new_params, new_opt_state, new_state, jnp.asarray(True)
-            u_ok = jnp.isfinite(_optim.global_norm(updates))
-            return jax.lax.cond(
-                u_ok,
-                lambda: (new_params, new_opt_state, new_state, u_ok),
-                lambda: (params, opt_state, state, u_ok),
-            )
-
-        # A branch rather than a select of old and new values: the update then
-        # happens in place (a select costs ~15% of a small step on CPU).
-        params, opt_state, state, u_ok = jax.lax.cond(
-            ok,
-            update,
-            lambda op: (*op[1:4], jnp.asarray(True)),
-            (g, params, opt_state, state, new_state),
-        )
-        applied = ok & u_ok
-        first = (bad < 0) & ~applied
-        this_cause = jnp.where(~J_ok, 1, jnp.where(~g_ok, 2, 3)).astype(jnp.int32)
-        cause = jnp.where(first, this_cause, cause)
-        bad = jnp.where(first, s, bad)
-        return (params, opt_state, state, bad, cause), (J, g_norm, applied)
+        batch = (s, X[idx_b], y[idx_b], mask_b)
+        return _train_step(cfg, careful, loss_and_grad, shard, key_epoch, carry, batch)
 
     return jax.lax.scan(step, carry, batches)
 
@@ -717,7 +730,10 @@ def fit(
         :func:`fnn.optim.sam` uses for its second gradient and the others ignore.
       X: training inputs ``(n, ...)``; y: training targets, ``(n,)`` integer
         labels or ``(n, k)`` rows. Checked on the host: finite inputs, labels
-        that fit the outputs (the message names the row).
+        that fit the outputs (the message names the row). Or a source that
+        stays on the host (:mod:`fnn.stream`: a memmap, IDX files, ``.npy``
+        shards, an iterator of batches) with ``y=None``: then fit runs
+        :func:`fnn.stream.fit_stream` with these arguments.
       key: root PRNG key for shuffling and dropout.
       epochs: train until this epoch count (epochs ``initial_epoch .. epochs-1``).
       batch_size: examples per mini-batch (at most ``n`` are used).
@@ -775,6 +791,22 @@ def fit(
         epoch, the step, the cause and the last finite parameters and optimizer
         state.
     """
+    # --- data that stays on the host: fnn.stream's chunked loop -----------------
+    from . import stream as _stream
+
+    if _stream.is_source(X):
+        return _stream.fit_stream(
+            params,
+            optimizer,
+            X,
+            y,
+            **{
+                name: value
+                for name, value in locals().items()
+                if name not in ("params", "optimizer", "X", "y", "_stream")
+            },
+        )
+    # ----------------------------------------------------------------------------
     if grad not in ("autodiff", "manual"):
         raise ValueError(f"grad must be 'autodiff' or 'manual', got {grad!r}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):

@@ -2,8 +2,14 @@
 
 # Schedules are reachable from here too, as in optax.
 from ..schedules import *  # noqa: E402, F403
+from ._accumulate import MultiSteps as MultiSteps
+from ._accumulate import MultiStepsState as MultiStepsState
+from ._accumulate import multi_steps as multi_steps
 from ._base import Optimizer as Optimizer
 from ._base import apply_updates as apply_updates
+from ._ema import EmaParamsState as EmaParamsState
+from ._ema import ema_params as ema_params
+from ._ema import ema_params_of as ema_params_of
 from ._first_order import AdadeltaState as AdadeltaState
 from ._first_order import AdagradState as AdagradState
 from ._first_order import AdamState as AdamState
