@@ -43,6 +43,7 @@ from ._mlp import dropout_rates as dropout_rates
 from ._mlp import init_params as init_params
 from ._mlp import loss as loss
 from ._mlp import mlp as mlp
+from ._per_example import per_example_grads as per_example_grads
 
 __version__ = "0.1.0"
 
@@ -74,6 +75,7 @@ __all__ = [
     "numerical_grad",
     "optim",
     "parallel",
+    "per_example_grads",
     "rbf",
     "relative_difference",
     "schedules",
