@@ -107,8 +107,10 @@ def _check_per_example(model: _nn.Block, train: bool) -> None:
 
 
 def _batch_axes(model, params, state, x, key, train, caches):
-    """The batch axis of every cache leaf (``None``: shared by all examples),
-    found by tracing the forward at batch size m + 1."""
+    """How every cache leaf holds the examples, found by tracing the forward at
+    batch size m + 1: ``None`` (shared by all examples), ``("axis", k)`` (one
+    slice per example along axis k) or ``("rows", r)`` (the leading axis holds
+    r rows per example, example after example: im2col patches)."""
     m = x.shape[0]
     bigger = jax.ShapeDtypeStruct((m + 1, *x.shape[1:]), x.dtype)
     other = jax.eval_shape(
@@ -116,22 +118,28 @@ def _batch_axes(model, params, state, x, key, train, caches):
     )
     leaves, treedef = jax.tree_util.tree_flatten_with_path(caches)
     other_leaves = treedef.flatten_up_to(other)
-    axes = []
+    how = []
     for (path, leaf), big in zip(leaves, other_leaves, strict=True):
         s, t = jnp.shape(leaf), tuple(big.shape)
         changed = [k for k, (a, b) in enumerate(zip(s, t, strict=False)) if a != b]
         if len(s) == len(t) and not changed:
-            axes.append(None)
-        elif len(s) == len(t) and len(changed) == 1 and s[changed[0]] == m:
-            axes.append(changed[0])
-        else:
-            raise ValueError(
-                f"per_example_grads: the cache leaf {keystr(path)} has shape {s} "
-                f"for a batch of {m} and {t} for {m + 1}: a block keeps values "
-                "that are not one row per example, so its backward cannot be "
-                "split by example."
-            )
-    return treedef.unflatten(axes)
+            how.append(None)
+            continue
+        if len(s) == len(t) and len(changed) == 1:
+            k = changed[0]
+            if s[k] == m and t[k] == m + 1:
+                how.append(("axis", k))
+                continue
+            r = s[k] // m
+            if k == 0 and s[0] == m * r and t[0] == (m + 1) * r:
+                how.append(("rows", r))
+                continue
+        raise ValueError(
+            f"per_example_grads: the cache leaf {keystr(path)} has shape {s} for a "
+            f"batch of {m} and {t} for {m + 1}: a block keeps values that are not "
+            "one slice per example, so its backward cannot be split by example."
+        )
+    return treedef, how
 
 
 def _blocks_per_example(model, params, x, y, loss, state, key, train):
@@ -139,19 +147,30 @@ def _blocks_per_example(model, params, x, y, loss, state, key, train):
     out, _, caches = model.forward(params, state, x, key, train)
     Y = _losses.targets(loss, out, y)
     dout = _output_errors(loss, out, Y)
-    axes = _batch_axes(model, params, state, x, key, train, caches)
+    treedef, how = _batch_axes(model, params, state, x, key, train, caches)
+    m = x.shape[0]
+    leaves = treedef.flatten_up_to(caches)
+    # Map over axis k, or over the (m, r, ...) view of merged rows.
+    mapped = [
+        c.reshape(m, h[1], *c.shape[1:]) if h is not None and h[0] == "rows" else c
+        for c, h in zip(leaves, how, strict=True)
+    ]
+    in_axes = [
+        None if h is None else (h[1] if h[0] == "axis" else 0) for h in how
+    ]
 
-    def one(cache, d):
+    def one(cache_leaves, d):
         # Each example as a batch of one: put its batch axis back.
-        cache = jax.tree.map(
-            lambda c, ax: c if ax is None else jnp.expand_dims(c, ax),
-            cache,
-            axes,
-            is_leaf=lambda c: c is None,
-        )
+        restored = [
+            c if h is None
+            else jnp.expand_dims(c, h[1]) if h[0] == "axis"
+            else c  # r rows: already a batch of one example's rows
+            for c, h in zip(cache_leaves, how, strict=True)
+        ]  # fmt: skip
+        cache = treedef.unflatten(restored)
         return model.backward(params, cache, d[None])[0]
 
-    return jax.vmap(one, in_axes=(axes, 0))(caches, dout)
+    return jax.vmap(one, in_axes=(in_axes, 0))(mapped, dout)
 
 
 def _mlp_per_example(params, x, y, activation, loss, output, drop_rate, key, train):
