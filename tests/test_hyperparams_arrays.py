@@ -291,6 +291,7 @@ NOT_FACTORIES = {
     "weights_only_mask",
     "differentially_private_aggregate",  # needs per-example gradients
     "dpsgd",
+    "per_example_global_norms",
 }
 
 SECOND_ORDER = {"newton", "bfgs", "lbfgs", "conjugate_gradient"}
