@@ -155,7 +155,8 @@ def test_bad_arguments_raise():
     opt = optim.differentially_private_aggregate(1.0, 1.0, seed=0)
     state = opt.init(_params())
     with pytest.raises(ValueError, match=r"needs \(m, \*\(2, 2\)\)"):
-        opt.update({"W": jnp.zeros((3, 2, 3)), "b": jnp.zeros((3, 1))}, state, _params())
+        wrong = {"W": jnp.zeros((3, 2, 3)), "b": jnp.zeros((3, 1))}
+        opt.update(wrong, state, _params())
     bad = {"W": _per_example()["W"], "b": jnp.zeros((2, 1))}
     with pytest.raises(ValueError, match="share the batch size"):
         opt.update(bad, state, _params())

@@ -209,3 +209,27 @@ def test_no_vmap_of_the_forward_in_the_mlp_form(getkey):
     shapes = sorted(tuple(e.outvars[0].aval.shape) for e in dots)
     # forward: (7, 8), (7, 4); backward: dA_prev (7, 8); dW_i: (7, 6, 8), (7, 8, 4)
     assert shapes == sorted([(7, 8), (7, 4), (7, 8), (7, 6, 8), (7, 8, 4)])
+
+
+def test_benchmark_quick_mode(tmp_path):
+    """benchmarks/per_example.py --quick writes its table; the per-example
+    results agree with vmap(grad) to float32 rounding."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "per_example.py"
+    spec = importlib.util.spec_from_file_location("per_example_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--quick", "--out", str(tmp_path)])
+    text = (tmp_path / "per_example.md").read_text()
+    assert text.startswith("# Per-example gradients")
+    assert set(result["rows"]) == {
+        "per_example_grads",
+        "per_example_grads(blocks=)",
+        "vmap(grad)",
+        "backprop (batch)",
+    }
+    for name in ("per_example_grads", "per_example_grads(blocks=)"):
+        assert result["rows"][name]["max_abs_diff_vs_vmap_grad"] < 1e-5
+        assert result["rows"][name]["median_ms"] > 0
