@@ -29,6 +29,7 @@ Writes ``per_example.md`` and ``per_example.json`` under ``--out``.
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -117,7 +118,8 @@ def run(sizes, batch, rounds, reps) -> dict:
         "device": str(jax.devices()[0].device_kind),
         "backend": jax.default_backend(),
         "platform": platform.platform(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "jax": jax.__version__,
         "rows": rows,
     }
@@ -136,7 +138,13 @@ def markdown(result: dict) -> str:
         f"MLP {'-'.join(map(str, result['sizes']))} (ReLU, softmax cross-entropy), "
         f"batch {result['batch']}, float32, {result['n_params']} parameters; "
         f"{result['backend']} ({result['device']}, {result['cpu_count']} cores), "
-        f"jax {result['jax']}. Median over {result['rounds']} rounds of "
+        f"jax {result['jax']}"
+        + (
+            f", load average {result['load_average'][0]:.1f} when done"
+            if result.get("load_average")
+            else ""
+        )
+        + f". Median over {result['rounds']} rounds of "
         f"{result['reps']} calls each; temporary memory from XLA's memory "
         "analysis of the compiled program (outputs not included: the per-example "
         f"gradients themselves are {result['batch']} × the parameters).",

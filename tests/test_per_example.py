@@ -58,16 +58,18 @@ def test_mlp_with_dropout_uses_the_batch_masks(getkey):
         x = jax.random.normal(getkey(), (6, 4), jnp.float64)
         y = jnp.array([0, 1, 2, 0, 1, 2])
         kw = dict(drop_rate=0.5, key=getkey(), train=True)
-        g = fnn.per_example_grads(params, x, y, **kw)
-        _, batch = fnn.backprop(params, x, y, **kw)
+        g = jax.jit(lambda p: fnn.per_example_grads(p, x, y, **kw))(params)
+        _, batch = jax.jit(lambda p: fnn.backprop(p, x, y, **kw))(params)
         chex.assert_trees_all_close(_mean(g), batch, **TOL)
         # The same model as blocks ([Dense, Dropout, Dense]), the same masks: the
         # generic path gives the MLP form's numbers.
         model = fnn.mlp([4, 8, 3], drop_rate=0.5)
         block_params = [params[0], {}, params[1]]
-        g_blocks = fnn.per_example_grads(
-            block_params, x, y, blocks=model, key=kw["key"], train=True
-        )
+        g_blocks = jax.jit(
+            lambda p: fnn.per_example_grads(
+                p, x, y, blocks=model, key=kw["key"], train=True
+            )
+        )(block_params)
         chex.assert_trees_all_close([g_blocks[0], g_blocks[2]], g, **TOL)
 
 
@@ -143,7 +145,17 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+#: Compiled three times in float64 (by hand, vmap(grad), backprop): 10-30 s each.
+SLOW_MODELS = {"gru_sequence", "attention"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n
+        for n in sorted(MODELS)
+    ],
+)
 def test_block_models_equal_vmap_grad(getkey, name):
     make, in_shape, loss = MODELS[name]
     model = make()
