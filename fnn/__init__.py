@@ -19,6 +19,7 @@ from . import data as data
 from . import datasets as datasets
 from . import graph as graph
 from . import initializers as initializers
+from . import interop as interop
 from . import losses as losses
 from . import nn as nn
 from . import optim as optim
@@ -68,6 +69,7 @@ __all__ = [
     "graph",
     "init_params",
     "initializers",
+    "interop",
     "loss",
     "losses",
     "mlp",

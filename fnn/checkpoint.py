@@ -15,6 +15,14 @@ loaded back without any template and without running stored code::
                               in_shape=(28, 28, 1))
     model, params, state = fnn.checkpoint.load_model("run/model.fnn")
 
+With ``format="safetensors"`` (``save`` and ``save_model``) the file is a
+safetensors file that other tools read (PyTorch, Hugging Face, the
+``safetensors`` package alone), tensors named by key path (``params.0.W``,
+``opt_state.m.0.W``) and this manifest in its ``__metadata__``; ``load``,
+``load_model`` and ``read_metadata`` recognise either format by its first bytes
+("Safetensors format" below). The native format below stays
+the default: it needs nothing beyond numpy and keeps every leaf type.
+
 Invariants:
   * ``load(path, like=tree)`` after ``save(path, tree)`` equals ``tree`` exactly:
     same treedef (NamedTuples stay NamedTuples, lists stay lists), same leaf
@@ -82,10 +90,53 @@ the template given to ``load`` raises :class:`CheckpointError` naming the first
 missing, extra, mis-shaped or mis-typed leaf by key path, with the expected and
 found shape and dtype. A missing file raises ``FileNotFoundError``.
 
-References: seed 000, section 2, Learning algorithm
-(epochs and parameter updates: the state a resumed run must restore). The NPY
-format is numpy's (NEP 1); the container is the zip format of Python's
-``zipfile``.
+Safetensors format (``format="safetensors"``). The file is a safetensors file
+(an 8-byte little-endian header length N, N bytes of JSON header, then the raw
+little-endian bytes of every tensor):
+
+  * one tensor per leaf, named by its key path with the parts joined by dots:
+    a dict key, a list or tuple index, a NamedTuple field, so that
+    ``{"params": [{"W": ...}], "opt_state": AdamState(m=[{"W": ...}], ...)}``
+    gives ``params.0.W`` and ``opt_state.m.0.W``; a lone leaf is ``<root>``.
+    Two leaves whose names coincide (a dict key holding a dot) are refused.
+  * dtypes: safetensors' own (``F64``, ``F32``, ``F16``, ``BF16``, ``F8_E4M3``,
+    ``F8_E5M2``, ``I8``..``I64``, ``U8``..``U64``, ``BOOL``); other ``ml_dtypes``
+    types as the unsigned integer of their width (their dtype is in the
+    manifest); a typed PRNG key as its ``uint32`` key data; Python ``int``,
+    ``float``, ``bool`` as 0-d ``I64``, ``F64``, ``BOOL``. Complex and
+    datetime arrays are refused (not every safetensors version has such types).
+  * ``__metadata__`` (strings only, as safetensors requires):
+
+    - ``fnn.manifest``: JSON with ``format`` (``"fnn.checkpoint"``),
+      ``format_version``, ``container`` (``"safetensors"``), the fnn, jax,
+      numpy and Python versions, ``created``, ``structure`` (``str(treedef)``,
+      for people) and ``leaves``: per leaf, in ``jax.tree`` order, ``name``
+      (the tensor), ``path`` (``jax.tree_util.keystr``), ``kind``, ``shape``
+      and ``dtype`` as the user sees them, ``key_impl`` (keys) and ``sha256``
+      of the tensor's bytes;
+    - ``fnn.metadata``: the user's metadata as JSON (with the model's spec,
+      ``in_shape`` and dtype under ``"fnn_model"`` for
+      :func:`save_model`).
+
+Invariants: ``load(path, like=t)`` after ``save(path, t, format="safetensors")``
+equals ``t`` exactly, as for the native format; the write is atomic (the same
+temporary-file, ``fsync``, rename path); every tensor's sha256 is checked on
+load; nothing in the file is executed: the header is parsed as JSON and every
+tensor rebuilt from raw bytes. A safetensors file written by another tool (no
+``fnn.manifest``) loads too: without a template as ``{name: numpy array}``;
+with one, tensors matched by the names above, shapes and dtypes checked.
+
+Why the native format stays a zip of NPY entries: safetensors has no checksum,
+no typed PRNG keys, no Python scalars and no tree structure of its own (fnn
+adds them in the manifest either way), and it is written through an optional
+package; the zip format needs nothing beyond numpy and its existing files keep
+loading. Both share one manifest schema and one loader, so a file of either
+kind loads with the same call.
+
+References: [Deep Learning 2020, Learning algorithm] (epochs and parameter
+updates: the state a resumed run must restore). The NPY format is numpy's (NEP
+1); the container is the zip format of Python's ``zipfile``; the safetensors
+format is Hugging Face's (the ``safetensors`` README, "Format").
 """
 
 import datetime
@@ -123,6 +174,7 @@ _MANIFEST = "manifest.json"
 __all__ = [
     "CheckpointError",
     "FORMAT",
+    "FORMATS",
     "FORMAT_VERSION",
     "MODEL_KEY",
     "load",
@@ -342,8 +394,23 @@ def _remove_dead_temps(path: Path) -> None:
             os.close(fd)
 
 
+FORMATS = ("fnn", "safetensors")
+
+
+def _check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ValueError(
+            f"format must be 'fnn' (the native zip format) or 'safetensors', got "
+            f"{format!r}."
+        )
+
+
 def save(
-    path: str | os.PathLike, tree: PyTree, *, metadata: Mapping | None = None
+    path: str | os.PathLike,
+    tree: PyTree,
+    *,
+    metadata: Mapping | None = None,
+    format: str = "fnn",
 ) -> Path:
     """Write ``tree`` and ``metadata`` to the checkpoint file ``path``, atomically.
 
@@ -371,11 +438,17 @@ def save(
       metadata: a JSON-serialisable mapping with string keys, e.g. the run's
         configuration. It comes back as ``json.loads`` gives it (tuples become
         lists).
+      format: ``"fnn"`` (the zip format described above) or ``"safetensors"``:
+        a safetensors file that any tool reads, tensors named by key path
+        (``params.0.W``), this manifest in its ``__metadata__`` (see
+        "Safetensors format" above; needs ``pip install "fnn[safetensors]"``).
+        :func:`load` recognises either.
 
     Returns:
       The ``pathlib.Path`` written.
 
     Raises:
+      ImportError: ``format="safetensors"`` without the safetensors package.
       TypeError: a leaf that cannot be stored (named by key path).
       ValueError: ``metadata`` not a JSON-serialisable mapping with string keys,
         or two leaves with the same key path.
@@ -396,6 +469,11 @@ def save(
         metadata_json = json.loads(json.dumps(dict(metadata)))
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata must be JSON-serialisable: {err}") from err
+    _check_format(format)
+    if format == "safetensors":
+        from . import _safetensors
+
+        return _safetensors.save(path, tree, metadata_json)
 
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     records: list[dict] = []
@@ -433,6 +511,29 @@ def save(
         "metadata": metadata_json,
     }
 
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            for record, array in zip(records, arrays, strict=True):
+                big = array.nbytes > (1 << 30)
+                with zf.open(record["entry"], "w", force_zip64=big) as entry:
+                    writer = _HashingWriter(entry)
+                    np.save(writer, array, allow_pickle=False)
+                record["sha256"] = writer.sha256.hexdigest()
+            zf.writestr(_MANIFEST, json.dumps(manifest, indent=1))
+
+    return _write_atomically(path, write)
+
+
+def _write_atomically(path: Path, write: Any) -> Path:
+    """Run ``write(f)`` on a fresh temporary file beside ``path``, then move it
+    onto ``path``: the file at ``path`` is the old one or the new one, whole.
+
+    The temporary file (``.<name>.<host>-<pid>-<random>.tmp``) is locked with
+    ``flock`` while it is written, flushed and ``fsync``-ed, moved with
+    ``os.replace``, and the folder is ``fsync``-ed; on any failure it is
+    removed. Temporary files of dead writers to the same ``path`` are removed
+    first (:func:`_remove_dead_temps`). Missing parent folders are created.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temps(path)
     tmp = path.with_name(_temp_name(path.name))
@@ -445,14 +546,7 @@ def save(
         if fcntl is not None:  # held until the file is closed, or the process dies
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
-                for record, array in zip(records, arrays, strict=True):
-                    big = array.nbytes > (1 << 30)
-                    with zf.open(record["entry"], "w", force_zip64=big) as entry:
-                        writer = _HashingWriter(entry)
-                        np.save(writer, array, allow_pickle=False)
-                    record["sha256"] = writer.sha256.hexdigest()
-                zf.writestr(_MANIFEST, json.dumps(manifest, indent=1))
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -545,8 +639,7 @@ class _Archive:
             entry = f"{entry} of {what}"
         if info is None:
             raise CheckpointError(
-                f"{self.path}: entry {entry} is missing from the archive. "
-                f"{_NOT_SAVED}"
+                f"{self.path}: entry {entry} is missing from the archive. {_NOT_SAVED}"
             )
         if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
             raise CheckpointError(
@@ -674,9 +767,7 @@ def _key_layout(impl: str) -> tuple[str, list[int]] | None:
     ``impl`` (``("key<fry>", [2])`` for threefry2x32); ``None`` if unknown."""
     try:
         key = jax.eval_shape(lambda: jax.random.key(0, impl=impl))
-        data = jax.eval_shape(
-            lambda: jax.random.key_data(jax.random.key(0, impl=impl))
-        )
+        data = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0, impl=impl)))
     except (ValueError, TypeError, KeyError):
         return None
     return str(key.dtype), list(data.shape)
@@ -704,9 +795,7 @@ def _check_record(path: Path, i: int, record: dict) -> None:
         raise bad(f"'entry' {entry!r} is not the name of an array entry")
     if kind not in _KINDS:
         raise bad(f"unknown 'kind' {kind!r} (expected one of {', '.join(_KINDS)})")
-    if not isinstance(record["sha256"], str) or not _SHA256.fullmatch(
-        record["sha256"]
-    ):
+    if not isinstance(record["sha256"], str) or not _SHA256.fullmatch(record["sha256"]):
         raise bad(f"'sha256' {record['sha256']!r} is not a hex SHA-256 digest")
     shape, stored_shape = record["shape"], record["stored_shape"]
     for name, value in (("shape", shape), ("stored_shape", stored_shape)):
@@ -716,9 +805,7 @@ def _check_record(path: Path, i: int, record: dict) -> None:
     if not isinstance(dtype, str) or not isinstance(stored, str):
         raise bad(f"dtypes {dtype!r} and {stored!r} are not dtype names")
     if _stored_dtype(stored) is None:
-        raise bad(
-            f"stored_dtype {stored!r} is not a numpy dtype an NPY entry may hold"
-        )
+        raise bad(f"stored_dtype {stored!r} is not a numpy dtype an NPY entry may hold")
     pair = f"dtype {dtype} stored as {stored}"
     if kind == "key":
         impl = record.get("key_impl")
@@ -776,8 +863,24 @@ def read_metadata(path: str | os.PathLike) -> dict:
       FileNotFoundError: no file at ``path``.
       CheckpointError: the file is not a readable checkpoint.
     """
-    with _Archive(Path(path)) as archive:
+    path = Path(path)
+    if _is_safetensors(path):
+        from . import _safetensors
+
+        return _safetensors.read_metadata(path)
+    with _Archive(path) as archive:
         return _read_manifest(archive)["metadata"]
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` holds a safetensors file (else it is read as a zip)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}.")
+    if path.is_dir():
+        return False
+    from . import _safetensors
+
+    return _safetensors.is_safetensors(path)
 
 
 def _read_npy_header(reader: _EntryReader) -> tuple[np.dtype, tuple, bool]:
@@ -1024,8 +1127,15 @@ def load(path: str | os.PathLike, like: PyTree | None = None) -> Any:
     survive without ``jax_enable_x64``), a typed PRNG key ``jax.Array``, or a
     Python ``int``/``float``/``bool``.
 
+    Either format is read (recognised by the file's first bytes). A safetensors
+    file written by another tool (no fnn manifest) gives ``{tensor name: numpy
+    array}`` without a template, e.g. PyTorch weights for
+    :func:`fnn.interop.from_torch_state_dict`; with one, its tensors are matched
+    to the template's leaves by name (``params.0.W``).
+
     Args:
-      path: a checkpoint file written by :func:`save`.
+      path: a checkpoint file written by :func:`save` (either format), or a
+        safetensors file.
       like: optional template pytree (e.g. freshly initialised parameters and
         optimizer state, or their ``jax.eval_shape``).
 
@@ -1042,6 +1152,10 @@ def load(path: str | os.PathLike, like: PyTree | None = None) -> Any:
     The format is described in the module docstring.
     """
     path = Path(path)
+    if _is_safetensors(path):
+        from . import _safetensors
+
+        return _safetensors.load(path, like)
     with _Archive(path) as archive:
         records = _read_manifest(archive)["leaves"]
         if like is None:
@@ -1150,6 +1264,7 @@ def save_model(
     *,
     in_shape: Any = None,
     metadata: Mapping | None = None,
+    format: str = "fnn",
 ) -> Path:
     """Write a model (its architecture as data), its parameters and state.
 
@@ -1177,6 +1292,9 @@ def save_model(
         model fixes it (:func:`fnn.mlp`).
       metadata: a JSON-serialisable mapping with string keys other than
         ``"fnn_model"``.
+      format: ``"fnn"`` or ``"safetensors"`` (as :func:`save`; the tensors are
+        then ``params.<path>`` and ``state.<path>``, e.g. ``params.0.W``, and
+        the model description is in the ``__metadata__``).
 
     Returns:
       The ``pathlib.Path`` written.
@@ -1188,6 +1306,7 @@ def save_model(
     """
     from . import nn
 
+    _check_format(format)
     if not isinstance(model, nn.Block):
         raise ValueError(
             f"save_model: model must be an fnn.nn block (e.g. fnn.nn.Sequential), "
@@ -1229,7 +1348,9 @@ def save_model(
         "dtype": dtype,
         "fixes_in_shape": model.in_shape is not None,
     }
-    return save(path, tree, metadata={**metadata, MODEL_KEY: description})
+    return save(
+        path, tree, metadata={**metadata, MODEL_KEY: description}, format=format
+    )
 
 
 def load_model(

@@ -1,9 +1,10 @@
 """Shared helpers of the experiment scripts: the size knob, arguments, tables, figures.
 
 Every script ``scripts/<name>.py`` has ``main(argv=None) -> int`` (its exit
-status) and a ``run(quick) -> dict`` doing the experiment; the notebooks import
-the same ``run`` functions. ``FNN_QUICK=1`` in the environment (or ``--quick``)
-shrinks the work so that a script finishes in seconds.
+status); the experiment itself (``run(quick) -> dict``, its tables and
+figures) is in the installed package as ``fnn.experiments.<name>``, which the
+notebooks use too. ``FNN_QUICK=1`` in the environment (or ``--quick``) shrinks
+the work so that a script finishes in seconds.
 
 Tables are lists of dicts with the same keys (the columns, in insertion order);
 they are written as CSV and Markdown and printed as Markdown.
@@ -16,7 +17,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from fnn.experiments.helpers import fmt, markdown, trajectory
+
+__all__ = [
+    "figure",
+    "markdown",
+    "parser",
+    "quick_from_env",
+    "report",
+    "save_figure",
+    "trajectory",
+    "write_table",
+]
 
 
 def quick_from_env() -> bool:
@@ -42,30 +54,7 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _fmt(v) -> str:
-    if isinstance(v, bool | np.bool_):
-        return str(bool(v))
-    if isinstance(v, int | np.integer):
-        return str(int(v))
-    if isinstance(v, float | np.floating):
-        v = float(v)
-        if v == 0.0:
-            return "0"
-        if abs(v) >= 1e4 or abs(v) < 1e-3:
-            return f"{v:.3e}"
-        return f"{v:.4f}"
-    return str(v)
-
-
-def markdown(rows: Sequence[dict]) -> str:
-    """The rows as a Markdown table (columns: the keys of the first row)."""
-    if not rows:
-        return "(empty table)"
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
-    return "\n".join(lines)
+_fmt = fmt  # the cell format of the tables
 
 
 def write_table(rows: Sequence[dict], out: Path, name: str) -> str:
@@ -118,32 +107,3 @@ def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (4.5, 3.5
         constrained_layout=True,
     )
     return fig, axes
-
-
-def trajectory(optimizer, loss_fn, params, steps: int):
-    """Full-batch steps of a first-order ``optimizer`` on ``loss_fn``, jitted.
-
-    Returns ``(params_path, losses)``: the parameters before each step and
-    after the last (leading axis ``steps + 1``) and the loss at each of them
-    (``(steps + 1,)``).
-    """
-    import jax
-
-    from fnn import optim
-
-    def step(carry, _):
-        p, s = carry
-        J, g = jax.value_and_grad(loss_fn)(p)
-        u, s = optimizer.update(g, s, p)
-        return (optim.apply_updates(p, u), s), (p, J)
-
-    @jax.jit
-    def go(p0):
-        (p, _), (path, Js) = jax.lax.scan(
-            step, (p0, optimizer.init(p0)), None, length=steps
-        )
-        last = jax.tree.map(lambda a: a[None], p)
-        path = jax.tree.map(lambda a, b: jax.numpy.concatenate([a, b]), path, last)
-        return path, jax.numpy.concatenate([Js, loss_fn(p)[None]])
-
-    return go(params)

@@ -186,6 +186,12 @@ SEQUENCE = [
     ("embedding", nn.Embedding(4, 3), IDS.shape[1:], IDS),
     ("positional_embedding", nn.PositionalEmbedding(5, 4), SEQ, None),
     ("rmsnorm", nn.RMSNorm(), SEQ, None),
+    (
+        "recompute",
+        nn.Recompute(nn.Sequential([nn.LayerNorm(axis=-1), nn.Dense(4, "gelu")])),
+        SEQ,
+        None,
+    ),
     # recurrent and attention blocks: slow here, checked in their own test files
     _slow("lstm", nn.LSTM(2), SEQ, None),
     _slow("gru_last", nn.GRU(2, return_sequences=False), SEQ, None),

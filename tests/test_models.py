@@ -328,6 +328,7 @@ def test_a_batch_size_above_the_data_uses_one_batch_of_all_rows():
         "fnn.data",
         "fnn.datasets",
         "fnn.checkpoint",
+        "fnn.interop",
         "fnn.schedules",
         "fnn.parallel",
         "fnn.rbf",

@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 
 import fnn
+from fnn.experiments import activations as activations_experiment
+from fnn.experiments import gradcheck as gradcheck_experiment
+from fnn.experiments import seed_graph_xor as seed_graph_xor_experiment
+from fnn.experiments import unstable_gradients as unstable_gradients_experiment
 
 pytest.importorskip("matplotlib")
 import matplotlib  # noqa: E402
@@ -32,13 +36,13 @@ import xor_init  # noqa: E402
 
 
 def test_graph_gradient_is_seed_000s():
-    g = seed_graph_xor.graph()
+    g = seed_graph_xor_experiment.graph()
     assert g["f"] == -12.0
     assert g["gradient"] == (-4.0, -4.0, 3.0)
 
 
 def test_xor_fits_are_seed_001s():
-    r = seed_graph_xor.xor(steps=500)
+    r = seed_graph_xor_experiment.xor(steps=500)
     # theta* = ((0, 0), 1/2): least squares and gradient descent.
     np.testing.assert_allclose(
         r["fits"]["least squares (w1, w2, b)"], [0, 0, 0.5], atol=1e-9
@@ -52,7 +56,7 @@ def test_xor_fits_are_seed_001s():
 
 
 def test_universal_approximation_error_falls_with_width():
-    rows = seed_graph_xor.universal(widths=(1, 16), steps=400)["rows"]
+    rows = seed_graph_xor_experiment.universal(widths=(1, 16), steps=400)["rows"]
     assert rows[1]["RMS error"] < 0.5 * rows[0]["RMS error"]
 
 
@@ -115,10 +119,10 @@ def test_gradcheck_covers_every_activation_and_block(tmp_path, capsys):
 def test_gradcheck_planted_bug_fails(tmp_path, capsys, monkeypatch):
     """The wrong tanh derivative fails its MLP row and the tanh Dense block's
     check (the grid and the block list cut down to the affected cases)."""
-    monkeypatch.setattr(gradcheck, "ACTIVATIONS", ("tanh", "relu"))
-    cases = gradcheck.blocks
+    monkeypatch.setattr(gradcheck_experiment, "ACTIVATIONS", ("tanh", "relu"))
+    cases = gradcheck_experiment.blocks
     monkeypatch.setattr(
-        gradcheck,
+        gradcheck_experiment,
         "blocks",
         lambda quick, plant_bug: [
             c for c in cases(quick, plant_bug) if c[0].name.startswith("Dense(")
@@ -134,10 +138,10 @@ def test_gradcheck_planted_bug_fails(tmp_path, capsys, monkeypatch):
 
 def test_activations_and_unstable_gradients(tmp_path):
     assert activations.main(["--quick", "--out", str(tmp_path)]) == 0
-    sat = activations.saturation()["rows"]
+    sat = activations_experiment.saturation()["rows"]
     np.testing.assert_allclose(sat[0]["sigma'(z)"], 0.25, rtol=1e-6)
     assert unstable_gradients.main(["--quick", "--out", str(tmp_path)]) == 0
-    lin = unstable_gradients.linear_example((10,))["rows"]
+    lin = unstable_gradients_experiment.linear_example((10,))["rows"]
     np.testing.assert_allclose(lin[0]["dy^/dx_1"], 1.5**9, rtol=1e-5)
     np.testing.assert_allclose(lin[1]["dy^/dx_1"], 0.5**9, rtol=1e-5)
 

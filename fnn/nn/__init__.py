@@ -42,6 +42,7 @@ from ._norm import BatchNorm as BatchNorm
 from ._norm import LayerNorm as LayerNorm
 from ._norm import RMSNorm as RMSNorm
 from ._prelu import PReLU as PReLU
+from ._recompute import Recompute as Recompute
 from ._recurrent import GRU as GRU
 from ._recurrent import LSTM as LSTM
 from ._recurrent import gru_backward as gru_backward
@@ -91,6 +92,7 @@ __all__ = [
     "MultiHeadAttention",
     "attention_forward",
     "attention_backward",
+    "Recompute",
     "LSTM",
     "GRU",
     "lstm_forward",
