@@ -120,6 +120,15 @@ def _batch_axes(model, params, state, x, key, train, caches):
     other_leaves = treedef.flatten_up_to(other)
     how = []
     for (path, leaf), big in zip(leaves, other_leaves, strict=True):
+        dtype = getattr(leaf, "dtype", None)
+        if train and dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+            raise ValueError(
+                f"per_example_grads: the cache leaf {keystr(path)} is a PRNG key: a "
+                "block (Recompute around a random block) draws its random numbers "
+                "again in the backward, and one example alone would get other "
+                "draws than in the batch. Use train=False, or keep the random "
+                "blocks outside Recompute."
+            )
         s, t = jnp.shape(leaf), tuple(big.shape)
         changed = [k for k, (a, b) in enumerate(zip(s, t, strict=False)) if a != b]
         if len(s) == len(t) and not changed:

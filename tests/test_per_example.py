@@ -137,6 +137,12 @@ MODELS = {
         (4, 3),
         "cross_entropy",
     ),
+    "recompute": (
+        lambda: [nn.Recompute(nn.Sequential([nn.Dense(6, "tanh"), nn.Dense(6)])),
+                 nn.Dense(3)],  # fmt: skip
+        (5,),
+        "cross_entropy",
+    ),
     "batchnorm_eval": (
         lambda: [nn.Dense(6), nn.BatchNorm(), nn.Activation("relu"), nn.Dense(3)],
         (5,),
@@ -245,3 +251,14 @@ def test_benchmark_quick_mode(tmp_path):
     for name in ("per_example_grads", "per_example_grads(blocks=)"):
         assert result["rows"][name]["max_abs_diff_vs_vmap_grad"] < 1e-5
         assert result["rows"][name]["median_ms"] > 0
+
+
+def test_recompute_of_a_random_block_in_training_raises(getkey):
+    model = [nn.Recompute(nn.Sequential([nn.Dense(6), nn.Dropout(0.5)])), nn.Dense(3)]
+    params, state = nn.init(getkey(), model, (5,))
+    x = jax.random.normal(getkey(), (4, 5))
+    y = jnp.array([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="PRNG key"):
+        fnn.per_example_grads(
+            params, x, y, blocks=model, state=state, key=getkey(), train=True
+        )
