@@ -51,6 +51,14 @@ from ._modern import schedule_free_eval_params as schedule_free_eval_params
 from ._modern import schedule_free_sgd as schedule_free_sgd
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
+from ._privacy import (
+    DifferentiallyPrivateAggregateState as DifferentiallyPrivateAggregateState,
+)
+from ._privacy import (
+    differentially_private_aggregate as differentially_private_aggregate,
+)
+from ._privacy import dpsgd as dpsgd
+from ._privacy import per_example_global_norms as per_example_global_norms
 from ._second_order import BFGSState as BFGSState
 from ._second_order import ConjugateGradientState as ConjugateGradientState
 from ._second_order import LBFGSState as LBFGSState
