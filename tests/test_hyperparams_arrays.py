@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import fnn
 from fnn import optim, schedules
 
 # --------------------------------------------------------------------------
@@ -586,3 +587,28 @@ def test_schedule_endpoints_as_arrays_under_vmap():
     batched = jax.jit(jax.vmap(values))(peaks)
     for i, peak in enumerate([0.1, 0.2, 0.4]):
         chex.assert_trees_all_close(batched[i], values(peak), rtol=1e-5, atol=1e-8)
+
+
+def test_rebuilt_optimizer_is_the_same_value_and_fit_compiles_once():
+    """``adam(1e-2)`` built twice is one value (fit's compile key); an array
+    learning rate or different numbers build new ones."""
+    from fnn import _fit
+
+    assert fnn.optim.adam(1e-2) is fnn.optim.adam(1e-2)
+    assert fnn.optim.adam(1e-2) is not fnn.optim.adam(2e-2)
+    assert fnn.optim.adam(1) is not fnn.optim.adam(1.0)  # keyed with the type
+    chained = fnn.optim.chain(fnn.optim.clip_by_global_norm(1.0), fnn.optim.sgd(0.1))
+    assert chained is fnn.optim.chain(
+        fnn.optim.clip_by_global_norm(1.0), fnn.optim.sgd(0.1)
+    )
+    assert fnn.optim.adam(jnp.float32(1e-2)) is not fnn.optim.adam(jnp.float32(1e-2))
+
+    X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int32)
+    params = fnn.init_params(jax.random.key(0), [3, 5, 2])
+    kw = dict(key=jax.random.key(1), epochs=2, batch_size=8, loss="cross_entropy")
+    fnn.fit(params, fnn.optim.adam(0.0123), X, y, **kw)
+    before = _fit._run_epoch._cache_size()
+    result = fnn.fit(params, fnn.optim.adam(0.0123), X, y, **kw)
+    assert _fit._run_epoch._cache_size() == before
+    assert np.isfinite(result.history["train_loss"]).all()
