@@ -26,6 +26,7 @@ from . import optim as optim
 from . import parallel as parallel
 from . import rbf as rbf
 from . import schedules as schedules
+from . import stream as stream
 from ._fit import FitResult as FitResult
 from ._fit import GradientMismatchError as GradientMismatchError
 from ._fit import LoopState as LoopState
@@ -44,6 +45,11 @@ from ._mlp import dropout_rates as dropout_rates
 from ._mlp import init_params as init_params
 from ._mlp import loss as loss
 from ._mlp import mlp as mlp
+from ._per_example import per_example_grads as per_example_grads
+from ._sweep import SweepResult as SweepResult
+from ._sweep import sweep as sweep
+from ._train import TrainResult as TrainResult
+from ._train import train as train
 
 __version__ = "0.1.0"
 
@@ -53,6 +59,8 @@ __all__ = [
     "GradientMismatchError",
     "LoopState",
     "NonFiniteError",
+    "SweepResult",
+    "TrainResult",
     "activations",
     "apply",
     "backprop",
@@ -76,7 +84,11 @@ __all__ = [
     "numerical_grad",
     "optim",
     "parallel",
+    "per_example_grads",
     "rbf",
     "relative_difference",
     "schedules",
+    "stream",
+    "sweep",
+    "train",
 ]

@@ -8,7 +8,14 @@ improves ([Deep Learning 2020, Early stopping], [Laurent, Optimization algorithm
 
 Design, invariants:
   * one epoch is one jitted call: ``lax.scan`` over the epoch's mini-batches,
-    parameters, optimizer state and block state donated (no per-step Python);
+    then the evaluation of its history entry, parameters, optimizer state and
+    block state donated (no per-step Python);
+  * one epoch body for every loop: ``_scan_batches`` (the step scanned over
+    given mini-batches), ``_epoch`` (one shuffled epoch of them) and
+    ``_epoch_record`` (the epoch and its history entry) are plain functions;
+    ``fit`` jits ``_epoch_record`` once per epoch, :func:`fnn.train` scans it
+    over the epochs inside one traced function (and :func:`fnn.sweep` vmaps
+    that), so the three train the same epochs;
   * the gradient is ``jax.grad`` of the loss (``grad="autodiff"``) or fnn's
     manual backpropagation (``grad="manual"``); both see the same batches and
     dropout masks, so they train the same model;
@@ -42,7 +49,6 @@ Design, invariants:
     parameters' dtype.
 """
 
-import functools
 import inspect
 import math
 import sys
@@ -340,7 +346,8 @@ def _accuracy(loss_obj, out, Y):
     return -jnp.ones((), out.dtype)  # no accuracy: reported as NaN on the host
 
 
-# --- the compiled epoch and evaluation (module level: compiled once) --------------
+# --- one epoch: the body shared by fit (one compiled call per epoch) and by the
+# --- pure training function fnn.train (a scan over epochs) -----------------------
 class _EpochConfig(NamedTuple):
     objective: _Objective
     optimizer: Any
@@ -351,32 +358,114 @@ class _EpochConfig(NamedTuple):
     mesh: Any
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3, 4))
-def _run_epoch(
-    cfg: _EpochConfig, careful: bool, params, opt_state, state, epoch, X, y, keys
-):
-    """One epoch: ``lax.scan`` over its mini-batches.
+def _train_step(cfg, careful, loss_and_grad, shard, key_epoch, carry, batch):
+    """One training step: the body of the epoch's (and a streamed chunk's) scan.
 
-    The fast form (``careful=False``) skips a step whose loss or gradient is
-    non-finite, and reports whether the parameters are finite at the end. The
-    careful form, a replay from the epoch's start when something was not
-    finite, also checks each update before applying it and reports the first
-    bad step and its cause (1 loss, 2 gradient, 3 update): the update check
-    costs a pass over the parameters every step, which the fast form saves.
+    ``carry`` is ``(params, opt_state, state, bad, cause)``; ``batch`` is
+    ``(s, x_b, y_b, mask_b)``: the step number within the epoch, the batch's
+    inputs and targets, and its padding mask. Returns the new carry and the
+    step's ``(J, g_norm, applied)``.
+    """
+    optimizer = cfg.optimizer
+    params, opt_state, state, bad, cause = carry
+    s, x_b, y_b, mask_b = batch
+    inputs = (
+        shard(x_b),
+        shard(y_b),
+        shard(mask_b) if cfg.padded else None,
+        jax.random.fold_in(key_epoch, s),
+    )
+    J, g, new_state = loss_and_grad(params, state, *inputs)
+
+    def grad_fn(p, *_):  # the batch's gradient elsewhere (SAM's second pass)
+        return loss_and_grad(p, state, *inputs)[1]
+
+    g_norm = _optim.global_norm(g)
+    J_ok, g_ok = jnp.isfinite(J), jnp.isfinite(g_norm)
+    ok = J_ok & g_ok & (bad < 0)
+
+    def update(operands):
+        g, params, opt_state, state, new_state = operands
+        updates, new_opt_state = optimizer.update(
+            g, opt_state, params, grad_fn=grad_fn
+        )
+        new_params = _optim.apply_updates(params, updates)
+        if not careful:
+            return new_params, new_opt_state, new_state, jnp.asarray(True)
+        u_ok = jnp.isfinite(_optim.global_norm(updates))
+        return jax.lax.cond(
+            u_ok,
+            lambda: (new_params, new_opt_state, new_state, u_ok),
+            lambda: (params, opt_state, state, u_ok),
+        )
+
+    # A branch rather than a select of old and new values: the update then
+    # happens in place (a select costs ~15% of a small step on CPU).
+    params, opt_state, state, u_ok = jax.lax.cond(
+        ok,
+        update,
+        lambda op: (*op[1:4], jnp.asarray(True)),
+        (g, params, opt_state, state, new_state),
+    )
+    applied = ok & u_ok
+    first = (bad < 0) & ~applied
+    this_cause = jnp.where(~J_ok, 1, jnp.where(~g_ok, 2, 3)).astype(jnp.int32)
+    cause = jnp.where(first, this_cause, cause)
+    bad = jnp.where(first, s, bad)
+    return (params, opt_state, state, bad, cause), (J, g_norm, applied)
+
+
+def _scan_batches(cfg: _EpochConfig, careful: bool, carry, X, y, batches, key_epoch):
+    """``lax.scan`` of the training step over mini-batches.
+
+    Args:
+      carry: ``(params, opt_state, state, bad, cause)``; ``bad`` the first
+        non-finite step so far (−1 for none), ``cause`` its cause (1 loss,
+        2 gradient, 3 update).
+      X, y: the examples the batches index.
+      batches: ``(steps (S,), idx (S, B), mask (S, B))``: the step numbers (the
+        dropout key of step s is ``fold_in(key_epoch, s)``), the rows of ``X``
+        of each batch and its padding mask.
 
     Returns:
-      ``(params, opt_state, state, bad, cause, finite, metrics)``: ``bad`` the
-      first non-finite step (−1 for none), ``finite`` whether the parameters
-      are finite at the end.
+      ``(carry, (J (S,), grad_norm (S,), applied (S,)))``. Once a step is
+      non-finite the later steps are not applied.
     """
-    key_shuffle, key_dropout = keys
     loss_and_grad = _step_fn(cfg.objective)
-    optimizer = cfg.optimizer
     if cfg.mesh is not None:
         batch_axis = NamedSharding(cfg.mesh, P("data"))
         shard = lambda a: jax.lax.with_sharding_constraint(a, batch_axis)  # noqa: E731
     else:
         shard = lambda a: a  # noqa: E731
+
+    def step(carry, batch):
+        s, idx_b, mask_b = batch
+        batch = (s, X[idx_b], y[idx_b], mask_b)
+        return _train_step(cfg, careful, loss_and_grad, shard, key_epoch, carry, batch)
+
+    return jax.lax.scan(step, carry, batches)
+
+
+def _epoch(
+    cfg: _EpochConfig, careful: bool, params, opt_state, state, epoch, X, y, keys
+):
+    """One epoch: :func:`_scan_batches` over the epoch's shuffled mini-batches.
+
+    The fast form (``careful=False``) skips a step whose loss or gradient is
+    non-finite (and every later step), and reports whether the parameters are
+    finite at the end. The careful form, a replay from the epoch's start when
+    something was not finite, also checks each update before applying it and
+    reports the first bad step and its cause (1 loss, 2 gradient, 3 update):
+    the update check costs a pass over the parameters every step, which the
+    fast form saves.
+
+    Returns:
+      ``(params, opt_state, state, bad, cause, finite, metrics)``: ``bad`` the
+      first non-finite step (−1 for none), ``finite`` whether the parameters
+      are finite at the end, ``metrics`` the mean loss and gradient norm of the
+      applied steps.
+    """
+    key_shuffle, key_dropout = keys
     idx, mask = epoch_batches(
         jax.random.fold_in(key_shuffle, epoch),
         cfg.n,
@@ -384,60 +473,11 @@ def _run_epoch(
         cfg.drop_remainder,
     )
     key_epoch = jax.random.fold_in(key_dropout, epoch)
-
-    def step(carry, batch):
-        params, opt_state, state, bad, cause = carry
-        s, idx_b, mask_b = batch
-        inputs = (
-            shard(X[idx_b]),
-            shard(y[idx_b]),
-            shard(mask_b) if cfg.padded else None,
-            jax.random.fold_in(key_epoch, s),
-        )
-        J, g, new_state = loss_and_grad(params, state, *inputs)
-
-        def grad_fn(p, *_):  # the batch's gradient elsewhere (SAM's second pass)
-            return loss_and_grad(p, state, *inputs)[1]
-
-        g_norm = _optim.global_norm(g)
-        J_ok, g_ok = jnp.isfinite(J), jnp.isfinite(g_norm)
-        ok = J_ok & g_ok & (bad < 0)
-
-        def update(operands):
-            g, params, opt_state, state, new_state = operands
-            updates, new_opt_state = optimizer.update(
-                g, opt_state, params, grad_fn=grad_fn
-            )
-            new_params = _optim.apply_updates(params, updates)
-            if not careful:
-                return new_params, new_opt_state, new_state, jnp.asarray(True)
-            u_ok = jnp.isfinite(_optim.global_norm(updates))
-            return jax.lax.cond(
-                u_ok,
-                lambda: (new_params, new_opt_state, new_state, u_ok),
-                lambda: (params, opt_state, state, u_ok),
-            )
-
-        # A branch rather than a select of old and new values: the update then
-        # happens in place (a select costs ~15% of a small step on CPU).
-        params, opt_state, state, u_ok = jax.lax.cond(
-            ok,
-            update,
-            lambda op: (*op[1:4], jnp.asarray(True)),
-            (g, params, opt_state, state, new_state),
-        )
-        applied = ok & u_ok
-        first = (bad < 0) & ~applied
-        this_cause = jnp.where(~J_ok, 1, jnp.where(~g_ok, 2, 3)).astype(jnp.int32)
-        cause = jnp.where(first, this_cause, cause)
-        bad = jnp.where(first, s, bad)
-        return (params, opt_state, state, bad, cause), (J, g_norm, applied)
-
     steps = jnp.arange(idx.shape[0], dtype=jnp.int32)
     none = jnp.asarray(-1, jnp.int32)
     init = (params, opt_state, state, none, jnp.asarray(0, jnp.int32))
-    (params, opt_state, state, bad, cause), (J, g_norm, ok) = jax.lax.scan(
-        step, init, (steps, idx, mask)
+    (params, opt_state, state, bad, cause), (J, g_norm, ok) = _scan_batches(
+        cfg, careful, init, X, y, (steps, idx, mask), key_epoch
     )
     count = jnp.maximum(jnp.sum(ok), 1).astype(J.dtype)
     metrics = {
@@ -448,13 +488,69 @@ def _run_epoch(
     return params, opt_state, state, bad, cause, finite, metrics
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _evaluate(obj: _Objective, params, state, X, y):
+def _evaluate_body(obj: _Objective, params, state, X, y):
     """``(data loss, accuracy)`` in evaluation mode (accuracy −1: none)."""
     loss_obj = _losses.get(obj.loss)
     out = _outputs(obj, params, state, X)
     Y = _losses.targets(loss_obj, out, y)
     return loss_obj.fn(out, Y), _accuracy(loss_obj, out, Y)
+
+
+_evaluate = jax.jit(_evaluate_body, static_argnums=0)
+
+
+def _eval_objective(obj: _Objective) -> _Objective:
+    """The objective of the history's evaluation: data loss, full precision."""
+    return obj._replace(l1=0.0, l2=0.0, grad="autodiff", compute_dtype=None)
+
+
+def _learning_rate(opt_state) -> jax.Array | None:
+    """The optimizer's current learning rate, ``None`` when its state holds none."""
+    try:
+        return _optim.current_learning_rate(opt_state)
+    except ValueError:
+        return None
+
+
+def _epoch_record(
+    cfg: _EpochConfig, careful: bool, params, opt_state, state, epoch, X, y, keys, dev
+):
+    """One epoch and its history entry: :func:`_epoch`, then the evaluation of
+    the trained parameters on the training set and on ``dev`` (``(X_dev,
+    y_dev)`` or ``None``).
+
+    Returns:
+      ``(params, opt_state, state, bad, cause, finite, record)`` with ``record``
+      ``{name: scalar}`` for the names of ``HISTORY_KEYS`` that have a value
+      (no ``"epoch"`` and ``"seconds"``; no accuracies for a regression loss,
+      no dev values without ``dev``, no learning rate when the optimizer state
+      holds none). Absent rather than NaN: the compiled values stay finite.
+    """
+    params, opt_state, state, bad, cause, finite, metrics = _epoch(
+        cfg, careful, params, opt_state, state, epoch, X, y, keys
+    )
+    eval_obj = _eval_objective(cfg.objective)
+    has_accuracy = _losses.get(eval_obj.loss).fused_output in ("softmax", "sigmoid")
+    # The history's train loss is the epoch's mean step loss (the penalised
+    # objective, in training mode); the training set's evaluation gives the
+    # accuracy (its unused loss is compiled away).
+    record = {"train_loss": metrics["train_loss"]}
+    if has_accuracy:
+        record["train_accuracy"] = _evaluate_body(eval_obj, params, state, X, y)[1]
+    if dev is not None:
+        dev_loss, dev_acc = _evaluate_body(eval_obj, params, state, *dev)
+        record["dev_loss"] = dev_loss
+        if has_accuracy:
+            record["dev_accuracy"] = dev_acc
+    lr = _learning_rate(opt_state)
+    if lr is not None:
+        record["learning_rate"] = lr
+    record["grad_norm"] = metrics["grad_norm"]
+    return params, opt_state, state, bad, cause, finite, record
+
+
+# fit's compiled epoch: parameters, optimizer state and block state donated.
+_run_epoch = jax.jit(_epoch_record, static_argnums=(0, 1), donate_argnums=(2, 3, 4))
 
 
 def _nan_if_negative(value) -> float:
@@ -620,6 +716,12 @@ def fit(
 ) -> FitResult:
     """Train by mini-batch gradient descent, one compiled ``lax.scan`` per epoch.
 
+    ``fit`` is the host loop: progress bar, callbacks, exact resume, a raised
+    :class:`NonFiniteError`, data parallelism. The same epochs as one pure,
+    jittable and vmappable function are :func:`fnn.train` (early stopping
+    inside the compiled loop, the history as arrays); a population of runs
+    over seeds and hyperparameters in one compiled call is :func:`fnn.sweep`.
+
     Args:
       params: initial parameters: an MLP's ``[{"W", "b"}, ...]`` or, with
         ``blocks``, the model's parameters. Not modified (fit works on a copy).
@@ -628,7 +730,10 @@ def fit(
         :func:`fnn.optim.sam` uses for its second gradient and the others ignore.
       X: training inputs ``(n, ...)``; y: training targets, ``(n,)`` integer
         labels or ``(n, k)`` rows. Checked on the host: finite inputs, labels
-        that fit the outputs (the message names the row).
+        that fit the outputs (the message names the row). Or a source that
+        stays on the host (:mod:`fnn.stream`: a memmap, IDX files, ``.npy``
+        shards, an iterator of batches) with ``y=None``: then fit runs
+        :func:`fnn.stream.fit_stream` with these arguments.
       key: root PRNG key for shuffling and dropout.
       epochs: train until this epoch count (epochs ``initial_epoch .. epochs-1``).
       batch_size: examples per mini-batch (at most ``n`` are used).
@@ -686,6 +791,22 @@ def fit(
         epoch, the step, the cause and the last finite parameters and optimizer
         state.
     """
+    # --- data that stays on the host: fnn.stream's chunked loop -----------------
+    from . import stream as _stream
+
+    if _stream.is_source(X):
+        return _stream.fit_stream(
+            params,
+            optimizer,
+            X,
+            y,
+            **{
+                name: value
+                for name, value in locals().items()
+                if name not in ("params", "optimizer", "X", "y", "_stream")
+            },
+        )
+    # ----------------------------------------------------------------------------
     if grad not in ("autodiff", "manual"):
         raise ValueError(f"grad must be 'autodiff' or 'manual', got {grad!r}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -802,7 +923,7 @@ def fit(
         )
         if dev is not None:
             X_dev, y_dev = jax.device_put((X_dev, y_dev), NamedSharding(mesh, P()))
-    eval_obj = obj._replace(l1=0.0, l2=0.0, grad="autodiff", compute_dtype=None)
+    dev_set = None if dev is None else (X_dev, y_dev)
     show = sys.stderr.isatty() if progress is None else progress
     pass_loop = callback is not None and _callback_takes_loop(callback)
     if resume is not None:
@@ -832,14 +953,14 @@ def fit(
     for epoch in range(initial_epoch, epochs):
         t0 = time.perf_counter()
         start_of_epoch = copy((params, opt_state, state))  # the run donates its own
-        params, opt_state, state, bad, cause, finite, metrics = _run_epoch(
-            cfg, False, params, opt_state, state, np.int32(epoch), X, y, keys
+        params, opt_state, state, bad, cause, finite, values = _run_epoch(
+            cfg, False, params, opt_state, state, np.int32(epoch), X, y, keys, dev_set
         )
         if int(bad) >= 0 or not bool(finite):
             # Replay the epoch from its start, checking every update, to find
             # the first non-finite step and the parameters just before it.
             params, opt_state, state, bad, cause, _, _ = _run_epoch(
-                cfg, True, *start_of_epoch, np.int32(epoch), X, y, keys
+                cfg, True, *start_of_epoch, np.int32(epoch), X, y, keys, dev_set
             )
             if show:
                 print(file=sys.stderr)
@@ -852,24 +973,9 @@ def fit(
                 history,
                 _CAUSES[int(cause)],
             )
-        train_loss, train_acc = _evaluate(eval_obj, params, state, X, y)
-        dev_loss, dev_acc = (
-            _evaluate(eval_obj, params, state, X_dev, y_dev)
-            if dev is not None
-            else (math.nan,) * 2
-        )
-        try:
-            lr = float(_optim.current_learning_rate(opt_state))
-        except ValueError:
-            lr = math.nan
         record = {
             "epoch": epoch,
-            "train_loss": float(metrics["train_loss"]),
-            "train_accuracy": _nan_if_negative(train_acc),
-            "dev_loss": float(dev_loss),
-            "dev_accuracy": _nan_if_negative(dev_acc),
-            "learning_rate": lr,
-            "grad_norm": float(metrics["grad_norm"]),
+            **{k: float(values.get(k, math.nan)) for k in HISTORY_KEYS[1:-1]},
             "seconds": time.perf_counter() - t0,
         }
         for k in HISTORY_KEYS:

@@ -11,6 +11,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from .optim._base import is_traced
 from .schedules import Schedule, _check_int, _check_real, _count, _f32
 
 _DECAY_SHAPES = ("linear", "cosine", "1-sqrt")
@@ -61,7 +62,11 @@ def warmup_cosine_decay_schedule(
     end = _check_real("end_value", end_value)
     p = _check_real("exponent", exponent, minimum=0.0, strict=True)
     T = total - W
-    ratio = 0.0 if peak == 0.0 else end / peak
+    if is_traced(peak) or is_traced(end):
+        zero_peak = jnp.asarray(peak) == 0.0
+        ratio = jnp.where(zero_peak, 0.0, end / jnp.where(zero_peak, 1.0, peak))
+    else:
+        ratio = 0.0 if peak == 0.0 else end / peak
 
     def schedule(count):
         t = _f32(_count(count))

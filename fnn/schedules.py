@@ -15,8 +15,10 @@ argument and the bad value. Every value a schedule can return is a learning rate
 initial, peak, end and minimum values must be finite and ``>= 0`` (a negative
 rate would climb the loss). Numbers may be Python numbers, NumPy scalars or 0-d
 JAX arrays; a traced value (a factory called inside ``jit`` on an argument) is
-accepted unchecked, except for the arguments that fix the shape of the schedule
-(step counts, ``pct_start``, ``period_mult``), which must be concrete.
+accepted unchecked (so a schedule can be built inside ``jit`` or ``vmap`` from
+array arguments, and a jitted function taking them does not recompile when they
+change), except for the integer step counts that fix the structure of the
+schedule, which must be concrete Python (or NumPy) integers.
 
 [Deep Learning 2020, Learning rate decay] lists three decay laws by epoch; their
 formulas are images lost from the text, so fnn uses the standard forms
@@ -573,8 +575,8 @@ def one_cycle(
     """
     T = _check_int("transition_steps", transition_steps, minimum=2)
     peak = _check_rate("peak_value", peak_value)
-    pct = _check_real("pct_start", pct_start, minimum=0.0, strict=True, concrete=True)
-    if pct > 0.5:
+    pct = _check_real("pct_start", pct_start, minimum=0.0, strict=True)
+    if not is_traced(pct) and pct > 0.5:
         raise ValueError(f"pct_start must be in (0, 0.5], got {pct_start!r}.")
     div = _check_real("div_factor", div_factor, minimum=0.0, strict=True)
     fdiv = _check_real("final_div_factor", final_div_factor, minimum=0.0, strict=True)
@@ -587,7 +589,13 @@ def one_cycle(
         t = _f32(_count(count))
         up = a_min + (peak - a_min) * jnp.clip(t / t1, 0.0, 1.0)
         down = peak - (peak - a_min) * jnp.clip((t - t1) / t1, 0.0, 1.0)
-        if T > t2:
+        if is_traced(pct):
+            # The phase boundaries are arrays: both forms of the tail, selected.
+            longer = T > t2
+            span = jnp.where(longer, T - t2, 1.0)
+            slope = jnp.clip((t - t2) / span, 0.0, 1.0)
+            tail = jnp.where(longer, a_min - (a_min - a_end) * slope, a_end)
+        elif T > t2:
             tail = a_min - (a_min - a_end) * jnp.clip((t - t2) / (T - t2), 0.0, 1.0)
         else:
             tail = jnp.asarray(a_end, jnp.float32)
@@ -627,26 +635,38 @@ def sgdr(
     """
     a0 = _check_rate("init_value", init_value)
     T0 = _check_int("period", period, minimum=1)
-    m = _check_real("period_mult", period_mult, minimum=1.0, concrete=True)
+    m = _check_real("period_mult", period_mult, minimum=1.0)
     a_min = _check_rate("min_value", min_value)
+
+    def equal_periods(t):
+        i = jnp.floor(t / T0)
+        return i * T0, jnp.asarray(float(T0), jnp.float32)
+
+    def growing_periods(t, m, log_m):
+        # Invert start(i) = T0 (m^i - 1) / (m - 1) <= t, then correct the
+        # float rounding of the logarithm by one period either way.
+        def start_of(i):
+            return T0 * (jnp.power(_f32(m), i) - 1.0) / (m - 1.0)
+
+        i = jnp.floor(jnp.log1p(t * (m - 1.0) / T0) / log_m)
+        i = jnp.where(start_of(i + 1.0) <= t, i + 1.0, i)
+        i = jnp.where(start_of(i) > t, i - 1.0, i)
+        return start_of(i), T0 * jnp.power(_f32(m), i)
 
     def schedule(count):
         t = _f32(_count(count))
-        if m == 1.0:
-            i = jnp.floor(t / T0)
-            start = i * T0
-            length = jnp.asarray(float(T0), jnp.float32)
+        if is_traced(m):
+            # m is an array: both forms, the growing one at a safe m when m == 1.
+            same = m == 1.0
+            m_safe = jnp.where(same, 2.0, m)
+            start1, length1 = equal_periods(t)
+            start2, length2 = growing_periods(t, m_safe, jnp.log(m_safe))
+            start = jnp.where(same, start1, start2)
+            length = jnp.where(same, length1, length2)
+        elif m == 1.0:
+            start, length = equal_periods(t)
         else:
-            # Invert start(i) = T0 (m^i - 1) / (m - 1) <= t, then correct the
-            # float rounding of the logarithm by one period either way.
-            def start_of(i):
-                return T0 * (jnp.power(jnp.float32(m), i) - 1.0) / (m - 1.0)
-
-            i = jnp.floor(jnp.log1p(t * (m - 1.0) / T0) / math.log(m))
-            i = jnp.where(start_of(i + 1.0) <= t, i + 1.0, i)
-            i = jnp.where(start_of(i) > t, i - 1.0, i)
-            start = start_of(i)
-            length = T0 * jnp.power(jnp.float32(m), i)
+            start, length = growing_periods(t, m, math.log(m))
         t_cur = t - start
         cosine = 0.5 * (1.0 + jnp.cos(jnp.float32(math.pi) * t_cur / length))
         return (a_min + (a0 - a_min) * cosine).astype(jnp.float32)

@@ -35,6 +35,24 @@ change the saved configuration (``--hidden``, ``--lr``, ``--optimizer``,
 learning-rate schedules such as the default cosine); a run that stopped early
 stays stopped. ``--data-dir``, ``--out`` and ``--no-progress`` may change.
 
+Data larger than memory: ``--data DIR`` trains on a folder that stays on the
+host (``x.npy`` and ``y.npy``, ``x_*.npy``/``y_*.npy`` shards, or MNIST's raw
+IDX files), memory-mapped and streamed by ``fnn.stream.fit_stream``: K steps
+per compiled call (``--steps-per-call``) with the next chunk read in the
+background, a per-step progress bar, a dev split of ``--dev-size`` examples
+held in memory, inputs standardised with the statistics of a sample of the
+training split, the test set from ``x_test.npy``/``y_test.npy`` or the IDX
+``t10k`` files when present (the dev split otherwise). ``--accumulate k``
+applies one update per k batches (``fnn.optim.multi_steps``), ``--ema DECAY``
+keeps a moving average of the parameters (``fnn.optim.ema_params``) used for
+dev and test evaluation and saved in ``model.fnn`` beside the raw parameters,
+``--log-every N`` writes every N-th step's loss, gradient norm and learning
+rate to ``steps.jsonl`` (and to ``--tensorboard DIR`` when a writer is
+installed). A streamed run (``--data``, ``--ema`` or ``--log-every``) saves
+``checkpoint.fnn`` every ``--save-every`` steps and at every epoch's end, with
+its position in the data (epoch and step): ``--resume`` continues mid-epoch,
+exactly; its ``train_accuracy`` is not measured (NaN).
+
 Every number is checked where it is parsed (``--epochs`` and ``--batch-size``
 at least 1, ``--patience`` at least 0 with 0 meaning no early stopping,
 ``--lr`` positive and finite, drop rates and momentum in [0, 1), ...). A bad
@@ -56,6 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnn
+import fnn.stream
 
 CLASSIFICATION = {
     "digits",
@@ -79,7 +98,28 @@ OPTIMIZERS = [
 SCHEDULES = ["constant", "cosine", "exponential", "inverse_time", "step", "one_cycle"]
 DEFAULT_EPOCHS = 60
 # Flags that may differ from the saved configuration on --resume.
-RESUMABLE = {"epochs", "data_dir", "out", "resume", "no_progress"}
+RESUMABLE = {
+    "epochs",
+    "data_dir",
+    "out",
+    "resume",
+    "no_progress",
+    "log_every",
+    "save_every",
+    "steps_per_call",
+    "tensorboard",
+}
+# Flags added after the first checkpoints were written: their values there.
+NEW_FLAG_DEFAULTS = {
+    "data": None,
+    "dev_size": None,
+    "accumulate": 1,
+    "ema": None,
+    "log_every": 0,
+    "steps_per_call": 64,
+    "save_every": 500,
+    "tensorboard": None,
+}
 
 
 # --- flag types: each checks its value and says what it must be --------------------
@@ -219,6 +259,58 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="output folder (default runs/<dataset>)"
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="stream the training data from DIR (x.npy/y.npy, x_*.npy/y_*.npy "
+        "shards or raw IDX files), memory-mapped, instead of --dataset",
+    )
+    p.add_argument(
+        "--dev-size",
+        type=positive_int,
+        default=None,
+        help="with --data: dev examples held out (default min(n/10, 10000))",
+    )
+    p.add_argument(
+        "--accumulate",
+        type=positive_int,
+        default=1,
+        help="apply one update per this many batches (gradient accumulation)",
+    )
+    p.add_argument(
+        "--ema",
+        type=unit_rate,
+        default=None,
+        metavar="DECAY",
+        help="keep a moving average of the parameters with this decay in [0, 1) "
+        "for evaluation (e.g. 0.999)",
+    )
+    p.add_argument(
+        "--log-every",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="write every N-th step's metrics to steps.jsonl (0: none)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write the per-step metrics to TensorBoard in DIR (needs "
+        "tensorboardX or torch)",
+    )
+    p.add_argument(
+        "--steps-per-call",
+        type=positive_int,
+        default=64,
+        help="streamed runs: steps per compiled call",
+    )
+    p.add_argument(
+        "--save-every",
+        type=positive_int,
+        default=500,
+        metavar="N",
+        help="streamed runs: save checkpoint.fnn every N steps (and every epoch)",
+    )
     return p
 
 
@@ -370,6 +462,10 @@ def resumed_config(args: argparse.Namespace, given: set[str]) -> tuple[dict, dic
             + " to resume, or start a new run (without --resume) to train with "
             "other settings."
         )
+    for name, value in NEW_FLAG_DEFAULTS.items():
+        saved.setdefault(name, value)
+    for name in RESUMABLE & given & set(NEW_FLAG_DEFAULTS):
+        saved[name] = cfg[name]
     saved.update(resume=args.resume, no_progress=args.no_progress)
     if "data_dir" in given:
         saved["data_dir"] = args.data_dir
@@ -400,6 +496,57 @@ def loop_template(params, opt_state, saved: dict) -> fnn.LoopState:
         wait=0,
         history=history,
     )
+
+
+def stream_template(params, opt_state, saved: dict):
+    """The checkpoint's loop state as saved: a ``fnn.stream.StreamLoop`` for a
+    streamed run (its position in the data), a ``LoopState`` otherwise."""
+    loop = loop_template(params, opt_state, saved)
+    if not saved.get("stream"):
+        return loop
+    return fnn.stream.StreamLoop(loop, 0, 0.0, 0.0, 0)
+
+
+def _max_label(source) -> int:
+    """The largest label of a source over arrays or shards (read once)."""
+    ys = getattr(source, "y", None)
+    ys = ys if isinstance(ys, list) else [ys]
+    return max(int(np.max(y)) for y in ys)
+
+
+def stream_data(cfg: dict, key: jax.Array):
+    """``--data``: the training split as a source, the dev and test sets in
+    memory, the number of classes."""
+    full = fnn.stream.from_path(cfg["data"])
+    n = len(full)
+    n_dev = cfg["dev_size"] or min(max(n // 10, 1), 10000)
+    if n_dev >= n:
+        raise ValueError(f"--dev-size {n_dev} leaves no training example of {n}.")
+    perm = np.asarray(jax.random.permutation(key, n))
+    dev_idx, train_idx = np.sort(perm[:n_dev]), np.sort(perm[n_dev:])
+    sample = full.batch(np.sort(perm[n_dev : n_dev + 10000]))[0]
+    scaler = fnn.data.fit_standardize(sample.reshape(len(sample), -1))
+    mean, scale = np.asarray(scaler.mean), np.asarray(scaler.scale)
+
+    def standardise(x, y):
+        x = x.reshape(len(x), -1).astype(np.float32)
+        return ((x - mean) / scale).astype(np.float32), np.asarray(y, np.int32)
+
+    train = fnn.stream.map_batches(fnn.stream.subset(full, train_idx), standardise)
+    X_dev, y_dev = standardise(*full.batch(dev_idx))
+    folder = Path(cfg["data"])
+    test = None
+    if (folder / "x_test.npy").is_file() and (folder / "y_test.npy").is_file():
+        test = fnn.stream.from_npy(folder / "x_test.npy", folder / "y_test.npy")
+    elif (folder / "t10k-images-idx3-ubyte").is_file():
+        test = fnn.stream.from_idx(
+            folder / "t10k-images-idx3-ubyte", folder / "t10k-labels-idx1-ubyte"
+        )
+    if test is not None:
+        X_test, y_test = standardise(*test.batch(np.arange(len(test))))
+    else:
+        X_test, y_test = X_dev, y_dev
+    return train, (X_dev, y_dev), (X_test, y_test), _max_label(full) + 1
 
 
 def one_based(record: dict) -> dict:
@@ -435,7 +582,8 @@ def run(args: argparse.Namespace, given: set[str]) -> dict:
         cfg = vars(args).copy()
         if cfg["epochs"] is None:
             cfg["epochs"] = DEFAULT_EPOCHS
-        out = Path(args.out or Path("runs") / cfg["dataset"])
+        run_name = Path(cfg["data"]).name if cfg["data"] else cfg["dataset"]
+        out = Path(args.out or Path("runs") / run_name)
     cfg["out"] = str(out)
     n_layers = len(cfg["hidden"]) + 1
     if len(cfg["dropout"]) > 1 and len(cfg["dropout"]) != n_layers:
@@ -446,53 +594,89 @@ def run(args: argparse.Namespace, given: set[str]) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     keys = fnn.data.run_keys(jax.random.key(cfg["seed"]))
-    data = load(cfg["dataset"], cfg["data_dir"], keys.split)
-    classification = cfg["dataset"] in CLASSIFICATION
-    split = fnn.data.train_dev_test_split(
-        keys.split, data.X, data.y, stratify=classification
-    )
-    scaler = fnn.data.fit_standardize(split.X_train)
-    X_train, X_dev, X_test = (
-        scaler.transform(x) for x in (split.X_train, split.X_dev, split.X_test)
-    )
-    y_train, y_dev, y_test = split.y_train, split.y_dev, split.y_test
-    if classification:
-        n_out = int(np.max(data.y)) + 1
+    streamed = bool(cfg["data"]) or cfg["ema"] is not None or cfg["log_every"] > 0
+    if cfg["data"]:
+        source, (X_dev, y_dev), (X_test, y_test), n_out = stream_data(cfg, keys.split)
+        classification = True
         loss, n_out = ("bce", 1) if n_out == 2 else ("cross_entropy", n_out)
+        n_train, n_in = len(source), X_dev.shape[1]
+        name = Path(cfg["data"]).name
     else:
-        target = fnn.data.fit_standardize(jnp.asarray(y_train)[:, None])
-        y_train, y_dev, y_test = (
-            target.transform(jnp.asarray(v)[:, None]) for v in (y_train, y_dev, y_test)
+        data = load(cfg["dataset"], cfg["data_dir"], keys.split)
+        classification = cfg["dataset"] in CLASSIFICATION
+        split = fnn.data.train_dev_test_split(
+            keys.split, data.X, data.y, stratify=classification
         )
-        loss, n_out = "mse", 1
+        scaler = fnn.data.fit_standardize(split.X_train)
+        X_train, X_dev, X_test = (
+            scaler.transform(x) for x in (split.X_train, split.X_dev, split.X_test)
+        )
+        y_train, y_dev, y_test = split.y_train, split.y_dev, split.y_test
+        if classification:
+            n_out = int(np.max(data.y)) + 1
+            loss, n_out = ("bce", 1) if n_out == 2 else ("cross_entropy", n_out)
+        else:
+            target = fnn.data.fit_standardize(jnp.asarray(y_train)[:, None])
+            y_train, y_dev, y_test = (
+                target.transform(jnp.asarray(v)[:, None])
+                for v in (y_train, y_dev, y_test)
+            )
+            loss, n_out = "mse", 1
 
-    sizes = [X_train.shape[1], *cfg["hidden"], n_out]
+        n_train, n_in = X_train.shape[0], X_train.shape[1]
+        name = cfg["dataset"]
+        if streamed:
+            source = fnn.stream.ArraySource(np.asarray(X_train), np.asarray(y_train))
+
+    sizes = [n_in, *cfg["hidden"], n_out]
     params = fnn.init_params(keys.init, sizes, cfg["init"])
-    steps = fnn.data.num_batches(X_train.shape[0], cfg["batch_size"])
-    optimizer = make_optimizer(cfg, steps)
+    steps = fnn.data.num_batches(n_train, cfg["batch_size"])
+    # the schedule counts updates: one per --accumulate batches
+    optimizer = make_optimizer(cfg, max(steps // cfg["accumulate"], 1))
+    # what trains (and what a checkpoint holds the state of)
+    wrapped = fnn.stream.wrap_optimizer(
+        optimizer, cfg["accumulate"], cfg["ema"] if streamed else None
+    )
     patience = cfg["patience"] or None
     epochs, loop = cfg["epochs"], None
     if saved_loop is not None:
-        template = loop_template(params, optimizer.init(params), saved_loop)
+        template = stream_template(params, wrapped.init(params), saved_loop)
         loop = fnn.checkpoint.load(Path(args.resume) / "checkpoint.fnn", like=template)
-        if patience is not None and loop.wait >= patience:
-            epochs = loop.epoch  # it stopped early: it stays stopped
+        epoch_loop = loop.loop if isinstance(loop, fnn.stream.StreamLoop) else loop
+        if patience is not None and epoch_loop.wait >= patience:
+            epochs = epoch_loop.epoch  # it stopped early: it stays stopped
 
     # metrics.jsonl: the epochs before (from the saved loop state), then one
     # line per epoch as it ends.
     metrics_path = out / "metrics.jsonl"
     with metrics_path.open("w") as f:
         if loop is not None:
-            for i in range(loop.epoch):
-                record = {k: loop.history[k][i] for k in saved_loop["history"]}
+            for i in range(epoch_loop.epoch):
+                record = {k: epoch_loop.history[k][i] for k in saved_loop["history"]}
                 f.write(json.dumps(one_based(record)) + "\n")
+    steps_path = out / "steps.jsonl"
+    if loop is not None and steps_path.is_file():
+        # keep the steps before the resumed position (later ones are rerun)
+        at = (epoch_loop.epoch, getattr(loop, "step", 0))
+        kept = [
+            line
+            for line in steps_path.read_text().splitlines()
+            if (json.loads(line)["epoch"], json.loads(line)["step"]) < at
+        ]
+        steps_path.write_text("".join(line + "\n" for line in kept))
+    elif loop is None and steps_path.is_file():
+        steps_path.unlink()
 
     def save_checkpoint(loop):
+        at = loop.loop if isinstance(loop, fnn.stream.StreamLoop) else loop
         saved = {
-            "epoch": loop.epoch,
-            "best_params": loop.best_params is not None,
-            "history": list(loop.history),
+            "epoch": at.epoch,
+            "best_params": at.best_params is not None,
+            "history": list(at.history),
+            "stream": isinstance(loop, fnn.stream.StreamLoop),
         }
+        if isinstance(loop, fnn.stream.StreamLoop):
+            saved["step"] = loop.step
         fnn.checkpoint.save(
             out / "checkpoint.fnn", loop, metadata={**cfg, "loop": saved}
         )
@@ -500,14 +684,24 @@ def run(args: argparse.Namespace, given: set[str]) -> dict:
     def on_epoch(record, p, s, loop):
         with metrics_path.open("a") as f:
             f.write(json.dumps(one_based(record)) + "\n")
-        save_checkpoint(loop)
+        if not streamed:
+            save_checkpoint(loop)
+
+    previous = [getattr(loop, "step", 0)]  # the step of the last chunk's end
+
+    def on_chunk(loop):
+        # every --save-every steps within an epoch, and at every epoch's end
+        every = cfg["save_every"]
+        if loop.step == 0 or loop.step // every > previous[0] // every:
+            save_checkpoint(loop)
+        previous[0] = loop.step
 
     if loop is not None and out.resolve() != Path(args.resume).resolve():
         save_checkpoint(loop)  # the new folder can be resumed from at once
 
     n_params = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
     print(
-        f"fnn {fnn.__version__} | {cfg['dataset']}: {X_train.shape[0]} train, "
+        f"fnn {fnn.__version__} | {name}: {n_train} train, "
         f"{X_dev.shape[0]} dev, {X_test.shape[0]} test | MLP {sizes} "
         f"{cfg['activation']} | {n_params:,} parameters | {cfg['optimizer']} "
         f"lr {cfg['lr']} ({cfg['schedule']}) | {cfg['grad']} gradients",
@@ -515,16 +709,13 @@ def run(args: argparse.Namespace, given: set[str]) -> dict:
     )
     if loop is not None:
         print(
-            f"resuming {args.resume} after epoch {loop.epoch} of {cfg['epochs']}"
+            f"resuming {args.resume} at epoch {epoch_loop.epoch + 1} of "
+            f"{cfg['epochs']}, step {getattr(loop, 'step', 0)}"
             + (" (it had stopped early)" if epochs < cfg["epochs"] else ""),
             flush=True,
         )
     t0 = time.perf_counter()
-    result = fnn.fit(
-        params,
-        optimizer,
-        X_train,
-        y_train,
+    common = dict(
         key=keys.shuffle,
         epochs=epochs,
         batch_size=cfg["batch_size"],
@@ -540,6 +731,22 @@ def run(args: argparse.Namespace, given: set[str]) -> dict:
         progress=False if args.no_progress else None,
         callback=on_epoch,
     )
+    if streamed:
+        result = fnn.stream.fit_stream(
+            params,
+            optimizer,
+            source,
+            steps_per_call=cfg["steps_per_call"],
+            accumulate=cfg["accumulate"],
+            ema=cfg["ema"],
+            log_every=cfg["log_every"],
+            metrics_file=steps_path,
+            tensorboard=cfg["tensorboard"],
+            chunk_callback=on_chunk,
+            **common,
+        )
+    else:
+        result = fnn.fit(params, wrapped, X_train, y_train, **common)
     seconds = time.perf_counter() - t0
     test = fnn.evaluate(
         result.params, X_test, y_test, activation=cfg["activation"], loss=loss
@@ -548,14 +755,17 @@ def run(args: argparse.Namespace, given: set[str]) -> dict:
     epochs_run = len(result.history["epoch"])
     # checkpoint.fnn holds the last epoch's loop state (to resume); model.fnn
     # the parameters of the best dev epoch (to use).
+    model = {"params": result.params}
+    if cfg["ema"] is not None and streamed:  # the average, and the raw parameters
+        model["raw_params"] = result.loop.loop.params
     fnn.checkpoint.save(
         out / "model.fnn",
-        {"params": result.params},
+        model,
         metadata={**cfg, "sizes": sizes, "loss": loss, "best_epoch": best_epoch} | test,
     )
     plotted = plot(result.history, out / "curves.png", classification)
     summary = {
-        "dataset": cfg["dataset"],
+        "dataset": cfg["data"] or cfg["dataset"],
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"] if classification else None,
         "best_epoch": best_epoch,

@@ -330,6 +330,7 @@ def test_a_batch_size_above_the_data_uses_one_batch_of_all_rows():
         "fnn.checkpoint",
         "fnn.interop",
         "fnn.schedules",
+        "fnn.stream",
         "fnn.parallel",
         "fnn.rbf",
         "fnn.graph",

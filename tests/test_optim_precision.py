@@ -163,6 +163,10 @@ _NOT_FACTORIES = {
     "schedule_free_eval_params",
     "strong_wolfe_line_search",
     "weights_only_mask",
+    # These take per-example gradients (a leading batch axis): tests/test_dpsgd.py.
+    "differentially_private_aggregate",
+    "dpsgd",
+    "per_example_global_norms",
 }
 
 

@@ -1,9 +1,18 @@
 """Hand-written optimizers as ``(init, update)`` state transformers."""
 
+import inspect as _inspect
+
 # Schedules are reachable from here too, as in optax.
 from ..schedules import *  # noqa: E402, F403
+from ._accumulate import MultiSteps as MultiSteps
+from ._accumulate import MultiStepsState as MultiStepsState
+from ._accumulate import multi_steps as multi_steps
 from ._base import Optimizer as Optimizer
 from ._base import apply_updates as apply_updates
+from ._base import reused as _reused
+from ._ema import EmaParamsState as EmaParamsState
+from ._ema import ema_params as ema_params
+from ._ema import ema_params_of as ema_params_of
 from ._first_order import AdadeltaState as AdadeltaState
 from ._first_order import AdagradState as AdagradState
 from ._first_order import AdamState as AdamState
@@ -45,6 +54,14 @@ from ._modern import schedule_free_eval_params as schedule_free_eval_params
 from ._modern import schedule_free_sgd as schedule_free_sgd
 from ._plateau import ReduceOnPlateauState as ReduceOnPlateauState
 from ._plateau import reduce_on_plateau as reduce_on_plateau
+from ._privacy import (
+    DifferentiallyPrivateAggregateState as DifferentiallyPrivateAggregateState,
+)
+from ._privacy import (
+    differentially_private_aggregate as differentially_private_aggregate,
+)
+from ._privacy import dpsgd as dpsgd
+from ._privacy import per_example_global_norms as per_example_global_norms
 from ._second_order import BFGSState as BFGSState
 from ._second_order import ConjugateGradientState as ConjugateGradientState
 from ._second_order import LBFGSState as LBFGSState
@@ -75,6 +92,18 @@ from ._transforms import partition as partition
 from ._transforms import scale_by_learning_rate as scale_by_learning_rate
 from ._transforms import skip_if_nonfinite as skip_if_nonfinite
 from ._transforms import weights_only_mask as weights_only_mask
+
+# Every constructor returns the same optimizer for the same arguments: fit, train
+# and sweep then compile once per configuration, however often it is rebuilt.
+for _name, _value in list(globals().items()):
+    if (
+        not _name.startswith("_")
+        and callable(_value)
+        and not isinstance(_value, type)
+        and _inspect.signature(_value).return_annotation in (Optimizer, "Optimizer")
+    ):
+        globals()[_name] = _reused(_value)
+del _name, _value
 
 __all__ = sorted(
     {

@@ -33,6 +33,7 @@ The names follow optax's (``learning_rate``, ``b1``, ``b2``, ``eps``, ...) so th
 code moves between the two libraries.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -62,6 +63,58 @@ class Optimizer(NamedTuple):
 
     init: Callable[..., State]
     update: Callable[..., tuple[Updates, State]]
+
+
+def _argument_key(value: Any) -> Any:
+    """A hashable stand-in for a constructor argument, or ``_UNKEYED``.
+
+    Python numbers, strings, ``None``, optimizers and functions (by identity)
+    are keyed with their type, so ``1``, ``1.0`` and ``True`` stay distinct;
+    tuples and lists recursively. Arrays and dicts are not keyed: a call with
+    one builds a new optimizer (arrays are what changes without recompiling).
+    """
+    if value is None or isinstance(value, (bool, int, float, str, Optimizer)):
+        return (type(value), value)
+    if callable(value) and hasattr(value, "__code__"):  # a function, by identity
+        return (type(value), id(value), value)
+    if isinstance(value, (tuple, list)):
+        keys = tuple(_argument_key(v) for v in value)
+        return _UNKEYED if _UNKEYED in keys else (type(value), keys)
+    return _UNKEYED
+
+
+_UNKEYED = object()
+_REUSE_LIMIT = 4096  # constructed optimizers kept per constructor
+
+
+def reused(factory: Callable[..., Optimizer]) -> Callable[..., Optimizer]:
+    """``factory`` returning the same optimizer for the same arguments.
+
+    ``fnn.fit``, ``fnn.train`` and ``fnn.sweep`` compile once per optimizer
+    value (it is part of the compiled function's static key), so two calls of
+    ``adam(1e-3)`` must give one value, not two equal closures: a notebook
+    that rebuilds its optimizer in every cell then compiles once. Arguments
+    that cannot be keyed (arrays, dicts) build a new optimizer every time;
+    pass an array learning rate through :func:`fnn.train`/:func:`fnn.sweep`
+    to change it without recompiling.
+    """
+    built: dict = {}
+
+    @functools.wraps(factory)
+    def build(*args, **kwargs):
+        key = _argument_key((args, tuple(sorted(kwargs.items()))))
+        if key is _UNKEYED:
+            return factory(*args, **kwargs)
+        try:
+            return built[key]
+        except KeyError:
+            pass
+        optimizer = factory(*args, **kwargs)
+        if len(built) < _REUSE_LIMIT:
+            built[key] = optimizer
+        return optimizer
+
+    return build
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

@@ -45,9 +45,12 @@ from ._base import (
     PyTree,
     ScalarOrSchedule,
     apply_updates,
+    check_learning_rate,
     check_nonnegative,
     check_params,
+    check_scalar,
     check_unit_interval,
+    is_traced,
     learning_rate_at,
 )
 from ._transforms import (
@@ -67,11 +70,18 @@ from ._transforms import (
 # --------------------------------------------------------------------------
 
 
-def _check_number(name: str, value: Any) -> None:
-    """A non-negative number (not a schedule)."""
-    check_nonnegative(name, value)
+def _check_number(name: str, value: Any) -> Any:
+    """A non-negative number (not a schedule), returned as a Python float (a
+    traced value unchanged, see ``check_scalar``)."""
     if callable(value):
         raise ValueError(f"{name} must be a number, not a schedule, got {value!r}.")
+    return check_nonnegative(name, value)
+
+
+def _maybe_nonzero(value: Any) -> bool:
+    """``value != 0`` for a checked hyperparameter; a traced value counts as
+    nonzero (the term it switches on is computed, and is exact when it is 0)."""
+    return is_traced(value) or value != 0
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -152,7 +162,7 @@ def _step(count: jax.Array, like: jax.Array) -> jax.Array:
 def _decay(updates: PyTree, params: PyTree, weight_decay: float, flags: list[bool]):
     """``u + wd * theta`` on the leaves whose flag is set (optax's
     ``add_decayed_weights``)."""
-    if not weight_decay:
+    if not _maybe_nonzero(weight_decay):
         return updates
     leaves, treedef = jax.tree.flatten(updates)
     p_leaves = treedef.flatten_up_to(params)
@@ -283,11 +293,11 @@ def lion(
       Chen et al., "Symbolic Discovery of Optimization Algorithms", 2023,
       Program 1.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("b1", b1)
-    check_unit_interval("b2", b2)
+    learning_rate = check_learning_rate(learning_rate)
+    b1 = check_unit_interval("b1", b1)
+    b2 = check_unit_interval("b2", b2)
     _check_dtype("mu_dtype", mu_dtype)
-    _check_number("weight_decay", weight_decay)
+    weight_decay = _check_number("weight_decay", weight_decay)
     _check_mask(mask, "mask")
 
     def init(params):
@@ -301,7 +311,7 @@ def lion(
         )
 
     def update(grads, state, params=None, **extra):
-        if weight_decay:
+        if _maybe_nonzero(weight_decay):
             require_params(params, "lion")
         check_grads(grads, params, state.mu)
         lr = raw_learning_rate(learning_rate, state.count)
@@ -313,7 +323,7 @@ def lion(
             return jnp.sign(c), ((1 - B2) * g + B2 * m).astype(m_old.dtype)
 
         direction, mu = _unzip(grads, jax.tree.map(leaf, grads, state.mu), 2)
-        if weight_decay:
+        if _maybe_nonzero(weight_decay):
             direction = _decay(
                 direction, params, weight_decay, _flags(mask, params, "mask")
             )
@@ -364,12 +374,12 @@ def lamb(
       You et al., "Large Batch Optimization for Deep Learning: Training BERT in
       76 minutes", 2019 (ICLR 2020), Algorithm 2.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("b1", b1)
-    check_unit_interval("b2", b2)
-    _check_number("eps", eps)
-    _check_number("eps_root", eps_root)
-    _check_number("weight_decay", weight_decay)
+    learning_rate = check_learning_rate(learning_rate)
+    b1 = check_unit_interval("b1", b1)
+    b2 = check_unit_interval("b2", b2)
+    eps = _check_number("eps", eps)
+    eps_root = _check_number("eps_root", eps_root)
+    weight_decay = _check_number("weight_decay", weight_decay)
     _check_mask(mask, "mask")
 
     def update(grads, state, params=None, **extra):
@@ -443,11 +453,11 @@ def lars(
       You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks",
       2017, Algorithm 1.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    _check_number("weight_decay", weight_decay)
-    _check_number("trust_coefficient", trust_coefficient)
-    _check_number("eps", eps)
-    check_unit_interval("momentum", momentum)
+    learning_rate = check_learning_rate(learning_rate)
+    weight_decay = _check_number("weight_decay", weight_decay)
+    trust_coefficient = _check_number("trust_coefficient", trust_coefficient)
+    eps = _check_number("eps", eps)
+    momentum = check_unit_interval("momentum", momentum)
     _check_bool("nesterov", nesterov)
     _check_mask(weight_decay_mask, "weight_decay_mask")
     _check_mask(trust_ratio_mask, "trust_ratio_mask")
@@ -604,21 +614,21 @@ def adafactor(
       Cost", ICML 2018, Algorithms 4 and 5.
     """
     if learning_rate is not None:
-        check_nonnegative("learning_rate", learning_rate)
+        learning_rate = check_learning_rate(learning_rate)
     _check_positive_int("min_dim_size_to_factor", min_dim_size_to_factor)
-    _check_number("decay_rate", decay_rate)
+    decay_rate = _check_number("decay_rate", decay_rate)
     if not isinstance(decay_offset, int) or decay_offset < 0:
         raise ValueError(f"decay_offset must be an integer >= 0, got {decay_offset!r}.")
     _check_bool("multiply_by_parameter_scale", multiply_by_parameter_scale)
     if clipping_threshold is not None:
-        _check_number("clipping_threshold", clipping_threshold)
-        if clipping_threshold == 0:
-            raise ValueError("clipping_threshold must be > 0 or None, got 0.")
+        clipping_threshold = check_scalar(
+            "clipping_threshold", clipping_threshold, lo=0, lo_open=True
+        )
     if momentum is not None:
-        check_unit_interval("momentum", momentum)
+        momentum = check_unit_interval("momentum", momentum)
     if weight_decay_rate is not None:
-        _check_number("weight_decay_rate", weight_decay_rate)
-    _check_number("eps", eps)
+        weight_decay_rate = _check_number("weight_decay_rate", weight_decay_rate)
+    eps = _check_number("eps", eps)
     _check_bool("factored", factored)
     _check_mask(weight_decay_mask, "weight_decay_mask")
     lr_or_one = 1.0 if learning_rate is None else learning_rate
@@ -764,22 +774,24 @@ def radam(
       Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond",
       2019 (ICLR 2020), Algorithm 2.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("b1", b1)
-    check_unit_interval("b2", b2)
-    _check_number("eps", eps)
-    _check_number("eps_root", eps_root)
-    if not isinstance(threshold, int | float) or isinstance(threshold, bool):
-        raise ValueError(f"threshold must be a number, got {threshold!r}.")
+    learning_rate = check_learning_rate(learning_rate)
+    b1 = check_unit_interval("b1", b1)
+    b2 = check_unit_interval("b2", b2)
+    eps = _check_number("eps", eps)
+    eps_root = _check_number("eps_root", eps_root)
+    threshold = check_scalar("threshold", threshold)
     _check_bool("nesterov", nesterov)
-    rho_inf = 2.0 / (1.0 - b2) - 1.0
+    rho_inf_value = 2.0 / (1.0 - b2) - 1.0
 
     def leaf(g, m, v, count):
         t = _step(count, g)
         d, m, v, m_hat, _ = _adam_direction(g, m, v, t, b1, b2, eps, eps_root, nesterov)
         b2t = as_dtype_of(b2, g) ** t
+        rho_inf = rho_inf_value
+        if is_traced(rho_inf):
+            rho_inf = as_dtype_of(rho_inf, g)
         rho = rho_inf - 2 * t * b2t / (1 - b2t)
-        adapt = rho >= threshold
+        adapt = rho >= as_dtype_of(threshold, g)
         # r_t is only evaluated where it is real (rho >= threshold >= 4 there).
         safe_rho = jnp.where(adapt, rho, jnp.full_like(rho, rho_inf))
         r = jnp.sqrt(
@@ -843,17 +855,17 @@ def nadamw(
       Dozat, "Incorporating Nesterov Momentum into Adam", 2016; Loshchilov &
       Hutter, "Decoupled Weight Decay Regularization", 2019.
     """
-    check_nonnegative("learning_rate", learning_rate)
-    check_unit_interval("b1", b1)
-    check_unit_interval("b2", b2)
-    _check_number("eps", eps)
-    _check_number("eps_root", eps_root)
+    learning_rate = check_learning_rate(learning_rate)
+    b1 = check_unit_interval("b1", b1)
+    b2 = check_unit_interval("b2", b2)
+    eps = _check_number("eps", eps)
+    eps_root = _check_number("eps_root", eps_root)
     _check_dtype("mu_dtype", mu_dtype)
-    _check_number("weight_decay", weight_decay)
+    weight_decay = _check_number("weight_decay", weight_decay)
     _check_mask(mask, "mask")
 
     def update(grads, state, params=None, **extra):
-        if weight_decay:
+        if _maybe_nonzero(weight_decay):
             require_params(params, "nadamw")
         check_grads(grads, params, state.mu, state.nu)
         lr = raw_learning_rate(learning_rate, state.count)
@@ -875,7 +887,7 @@ def nadamw(
         )
         d, mu, nu = _unzip(grads, out, 3)
         mu = jax.tree.map(lambda new, old: new.astype(old.dtype), mu, state.mu)
-        if weight_decay:
+        if _maybe_nonzero(weight_decay):
             d = _decay(d, params, weight_decay, _flags(mask, params, "mask"))
         lr32 = learning_rate_at(learning_rate, state.count)
         return _scale(d, lr), MomentsState(state.count + 1, lr32, mu, nu)
@@ -1027,30 +1039,29 @@ def muon(
       2024; Liu et al., "Muon is Scalable for LLM Training", 2025 (the
       consistent-RMS scale).
     """
-    check_nonnegative("learning_rate", learning_rate)
-    if (
-        not isinstance(ns_coeffs, tuple | list)
-        or len(ns_coeffs) != 3
-        or not all(isinstance(k, int | float) for k in ns_coeffs)
-    ):
+    learning_rate = check_learning_rate(learning_rate)
+    if not isinstance(ns_coeffs, tuple | list) or len(ns_coeffs) != 3:
         raise ValueError(
             f"ns_coeffs must be three numbers (a, b, c), got {ns_coeffs!r}."
         )
+    ns_coeffs = tuple(
+        check_scalar(f"ns_coeffs[{i}]", k) for i, k in enumerate(ns_coeffs)
+    )
     _check_positive_int("ns_steps", ns_steps)
-    check_unit_interval("beta", beta)
-    _check_number("eps", eps)
-    _check_number("weight_decay", weight_decay)
+    beta = check_unit_interval("beta", beta)
+    eps = _check_number("eps", eps)
+    weight_decay = _check_number("weight_decay", weight_decay)
     _check_mask(weight_decay_mask, "weight_decay_mask")
     _check_dtype("mu_dtype", mu_dtype)
     _check_bool("nesterov", nesterov)
-    check_unit_interval("adam_b1", adam_b1)
-    check_unit_interval("adam_b2", adam_b2)
-    _check_number("adam_eps_root", adam_eps_root)
-    _check_number("adam_weight_decay", adam_weight_decay)
+    adam_b1 = check_unit_interval("adam_b1", adam_b1)
+    adam_b2 = check_unit_interval("adam_b2", adam_b2)
+    adam_eps_root = _check_number("adam_eps_root", adam_eps_root)
+    adam_weight_decay = _check_number("adam_weight_decay", adam_weight_decay)
     if consistent_rms is not None:
-        _check_number("consistent_rms", consistent_rms)
+        consistent_rms = _check_number("consistent_rms", consistent_rms)
     adam_lr_value = learning_rate if adam_learning_rate is None else adam_learning_rate
-    check_nonnegative("adam_learning_rate", adam_lr_value)
+    adam_lr_value = check_learning_rate(adam_lr_value, "adam_learning_rate")
 
     def init(params):
         check_params(params)
@@ -1078,16 +1089,19 @@ def muon(
         O = orthogonalize_via_newton_schulz(m_hat, ns_coeffs, ns_steps, eps)
         n_in, n_out = g.shape
         if consistent_rms is None:
-            s = np.sqrt(max(1.0, n_out / n_in))
+            s = as_dtype_of(np.sqrt(max(1.0, n_out / n_in)), g)
+        elif is_traced(consistent_rms):
+            root = as_dtype_of(np.sqrt(max(n_in, n_out)), g)
+            s = root * as_dtype_of(consistent_rms, g)
         else:
-            s = np.sqrt(max(n_in, n_out)) * consistent_rms
-        d = as_dtype_of(s, g) * O
+            s = as_dtype_of(np.sqrt(max(n_in, n_out)) * consistent_rms, g)
+        d = s.astype(g.dtype) * O
         if decay:
             d = d + as_dtype_of(weight_decay, g) * p.astype(g.dtype)
         return -as_dtype_of(lr, g) * d, m
 
     def update(grads, state, params=None, **extra):
-        if weight_decay or adam_weight_decay:
+        if _maybe_nonzero(weight_decay) or _maybe_nonzero(adam_weight_decay):
             require_params(params, "muon")
         check_grads(grads, params, state.mu, state.nu)
         lr = raw_learning_rate(learning_rate, state.count)
@@ -1102,7 +1116,7 @@ def muon(
         )
         flags = (
             _flags(weight_decay_mask, params, "weight_decay_mask")
-            if weight_decay
+            if _maybe_nonzero(weight_decay)
             else [False] * len(g_leaves)
         )
         out_u, out_m, out_v = [], [], []
@@ -1118,7 +1132,7 @@ def muon(
                 d, m, v, _, _ = _adam_direction(
                     g, m, v, t, adam_b1, adam_b2, eps, adam_eps_root, nesterov
                 )
-                if adam_weight_decay:
+                if _maybe_nonzero(adam_weight_decay):
                     d = d + as_dtype_of(adam_weight_decay, g) * p.astype(g.dtype)
                 u = -as_dtype_of(adam_lr, g) * d
             out_u.append(u)
@@ -1222,7 +1236,7 @@ def _schedule_free(
     adam: tuple[float, float] | None,
     weight_decay: float | None,
 ) -> Optimizer:
-    check_nonnegative("learning_rate", learning_rate)
+    learning_rate = check_learning_rate(learning_rate)
     if warmup_steps is not None:
         _check_positive_int("warmup_steps", warmup_steps)
         if callable(learning_rate):
@@ -1231,11 +1245,12 @@ def _schedule_free(
                 "the schedule instead."
             )
         learning_rate = _warmup_constant(learning_rate, warmup_steps)
-    if not isinstance(b1, int | float) or isinstance(b1, bool) or not 0 < b1 < 1:
-        raise ValueError(f"b1 must be a number in (0, 1), got {b1!r}.")
-    _check_number("weight_lr_power", weight_lr_power)
+    b1 = check_scalar("b1", b1, lo=0, hi=1, lo_open=True, hi_open=True)
+    weight_lr_power = _check_number("weight_lr_power", weight_lr_power)
     if weight_decay is not None:
-        _check_number("weight_decay", weight_decay)
+        weight_decay = _check_number("weight_decay", weight_decay)
+    if adam is not None:
+        adam = (check_unit_interval("b2", adam[0]), _check_number("eps", adam[1]))
 
     def init(params):
         check_params(params)
@@ -1277,7 +1292,7 @@ def _schedule_free(
             d, nu = _unzip(grads, jax.tree.map(base, grads, state.nu), 2)
         else:
             d, nu = grads, None
-        if weight_decay:
+        if _maybe_nonzero(weight_decay):
             d = _decay(d, params, weight_decay, [True] * len(jax.tree.leaves(d)))
         step = _scale(d, lr)
         z = jax.tree.map(lambda zi, si: (zi + si).astype(zi.dtype), state.z, step)
@@ -1695,12 +1710,7 @@ def lookahead(
     """
     _check_optimizer("fast_optimizer", fast_optimizer)
     _check_positive_int("sync_period", sync_period)
-    if (
-        not isinstance(slow_step_size, int | float)
-        or isinstance(slow_step_size, bool)
-        or not 0 <= slow_step_size <= 1
-    ):
-        raise ValueError(f"slow_step_size must be in [0, 1], got {slow_step_size!r}.")
+    slow_step_size = check_scalar("slow_step_size", slow_step_size, lo=0, hi=1)
     _check_bool("reset_state", reset_state)
 
     def check_lookahead(params):

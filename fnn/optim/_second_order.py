@@ -48,6 +48,7 @@ from ._base import (
     check_params,
     check_scalar,
     check_state,
+    is_traced,
     register_state,
 )
 from ._transforms import check_grads
@@ -172,9 +173,11 @@ def strong_wolfe_line_search(
       SIAM J. Optim. 16 (2005), the approximate Wolfe conditions (optax's zoom
       line search accepts them too).
     """
-    if not 0 < c1 < c2 < 1:
+    if not (is_traced(c1) or is_traced(c2) or 0 < c1 < c2 < 1):
         raise ValueError(f"line search needs 0 < c1 < c2 < 1, got c1={c1}, c2={c2}.")
     dtype = x.dtype
+    # Array constants (traced under jit or vmap) in x's dtype.
+    c1, c2 = (jnp.asarray(c, dtype) if is_traced(c) else c for c in (c1, c2))
     f0 = jnp.asarray(value).astype(dtype)
     g0 = grad.astype(dtype)
     d = direction.astype(dtype)
@@ -384,9 +387,9 @@ def _descent_or_steepest(d, g):
 
 
 def _check_c(c1, c2):
-    c1 = check_scalar("c1", c1, lo=0, hi=1, lo_open=True, hi_open=True, concrete=True)
-    c2 = check_scalar("c2", c2, lo=0, hi=1, lo_open=True, hi_open=True, concrete=True)
-    if not c1 < c2:
+    c1 = check_scalar("c1", c1, lo=0, hi=1, lo_open=True, hi_open=True)
+    c2 = check_scalar("c2", c2, lo=0, hi=1, lo_open=True, hi_open=True)
+    if not (is_traced(c1) or is_traced(c2) or c1 < c2):
         raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1!r}, c2={c2!r}.")
     return c1, c2
 
@@ -464,7 +467,7 @@ def newton(
         x, g, unravel = _flatten("newton", grads, params, grad)
         vg = _flat_value_and_grad(value_fn, unravel, x.dtype)
         H = jax.hessian(lambda z: vg(z)[0])(x)
-        H = H + damping * jnp.eye(x.size, dtype=x.dtype)
+        H = H + jnp.asarray(damping, x.dtype) * jnp.eye(x.size, dtype=x.dtype)
         d, ok = _descent_or_steepest(jnp.linalg.solve(H, -g), g)
         if linesearch:
             ls = strong_wolfe_line_search(
