@@ -190,8 +190,24 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+_NAMES_START = re.compile(r"^\s+\w+(?:, \w+)*,\s*$")
+_NAMES_END = re.compile(r"^\s+\w+(?:, \w+)*:")
+
+
+def _join_names(lines: list[str]) -> list[str]:
+    """Join an argument-name list broken over two lines (``a, b,`` then
+    ``    c, d: text``) into one ``a, b, c, d: text`` line for the parser."""
+    out: list[str] = []
+    for line in lines:
+        if out and _NAMES_START.match(out[-1]) and _NAMES_END.match(line):
+            out[-1] = out[-1].rstrip() + " " + line.strip()
+        else:
+            out.append(line)
+    return out
+
+
 def _blocks(text: str) -> str:
-    lines = text.split("\n")
+    lines = _join_names(text.split("\n"))
     out: list[str] = []
     i = 0
     while i < len(lines):

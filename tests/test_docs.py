@@ -26,6 +26,7 @@ MODULES = [
     "fnn.activations",
     "fnn.initializers",
     "fnn.data",
+    "fnn.stream",
     "fnn.datasets",
     "fnn.checkpoint",
     "fnn.interop",
