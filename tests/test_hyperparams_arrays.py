@@ -51,6 +51,7 @@ CATALOGUE = {
     ),
     "adadelta": _opt(optim.adadelta, {"learning_rate": 0.5, "rho": 0.9, "eps": 1e-4}),
     "adam": _opt(optim.adam, ADAM_HP),
+    "ema_params": _opt(optim.ema_params, {"decay": 0.9}, inner=optim.sgd(0.1)),
     "adamax": _opt(optim.adamax, ADAM_HP),
     "nadam": _opt(optim.nadam, ADAM_HP),
     "amsgrad": _opt(optim.amsgrad, ADAM_HP),
@@ -293,6 +294,9 @@ NOT_FACTORIES = {
     "differentially_private_aggregate",  # needs per-example gradients
     "dpsgd",
     "per_example_global_norms",
+    "ema_params_of",
+    "MultiSteps",  # multi_steps under optax's class name
+    "multi_steps",  # every_k_schedule counts steps: no numeric hyperparameter
 }
 
 SECOND_ORDER = {"newton", "bfgs", "lbfgs", "conjugate_gradient"}

@@ -510,7 +510,7 @@ def test_exported_from_fnn_optim():
     for name in [*FNN, "orthogonalize_via_newton_schulz", "normalize"]:
         name = name.split("_mu_")[0].removesuffix("_opaque").removesuffix("_reset")
         name = {"lars_nesterov": "lars", "muon_wd_nonesterov": "muon"}.get(name, name)
-        assert getattr(optim, name) is getattr(modern, name)
+        assert inspect.unwrap(getattr(optim, name)) is getattr(modern, name)
     assert optim.schedule_free_eval_params is modern.schedule_free_eval_params
 
 

@@ -95,6 +95,7 @@ from ._transforms import weights_only_mask as weights_only_mask
 
 # Every constructor returns the same optimizer for the same arguments: fit, train
 # and sweep then compile once per configuration, however often it is rebuilt.
+_wrapped: dict = {}  # one wrapper per function (MultiSteps is multi_steps)
 for _name, _value in list(globals().items()):
     if (
         not _name.startswith("_")
@@ -102,8 +103,8 @@ for _name, _value in list(globals().items()):
         and not isinstance(_value, type)
         and _inspect.signature(_value).return_annotation in (Optimizer, "Optimizer")
     ):
-        globals()[_name] = _reused(_value)
-del _name, _value
+        globals()[_name] = _wrapped.setdefault(id(_value), _reused(_value))
+del _name, _value, _wrapped
 
 __all__ = sorted(
     {

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._tree import check_inexact_leaves, check_same_structure
+from ._renamed import OLD_KEYWORDS
 
 PyTree = Any
 Params = PyTree
@@ -110,7 +111,7 @@ def reused(factory: Callable[..., Optimizer]) -> Callable[..., Optimizer]:
         except KeyError:
             pass
         optimizer = factory(*args, **kwargs)
-        if len(built) < _REUSE_LIMIT:
+        if len(built) < _REUSE_LIMIT and not OLD_KEYWORDS & kwargs.keys():
             built[key] = optimizer
         return optimizer
 

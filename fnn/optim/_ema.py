@@ -89,7 +89,7 @@ def ema_params(inner: Optimizer, decay: float, debias: bool = True) -> Optimizer
     References:
       Polyak & Juditsky (1992); Kingma & Ba, "Adam" (2015), section 7.2.
     """
-    decay = check_scalar("decay", decay, lo=0.0, hi=1.0, hi_open=True, concrete=True)
+    decay = check_scalar("decay", decay, lo=0.0, hi=1.0, hi_open=True)
     if not isinstance(debias, bool):
         raise ValueError(f"debias must be True or False, got {debias!r}.")
 
