@@ -328,7 +328,7 @@ def _step_fn(obj: _Objective) -> Callable:
         J = J.astype(jnp.float32)
         g = jax.tree.map(lambda g_i, p: g_i.astype(p.dtype), g, params)
         new_state = jax.tree.map(lambda s, s0: s.astype(s0.dtype), new_state, state)
-        if l1 or l2:
+        if _losses.has_penalty(l1, l2):
             J = J + _losses.weight_penalty(params, l1, l2)
             g = jax.tree.map(jnp.add, g, _losses.weight_penalty_grad(params, l1, l2))
         return J, g, new_state

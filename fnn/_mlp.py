@@ -434,7 +434,7 @@ def backprop(
         blocks, block_params, x, y, loss_obj, key=key, train=train, mask=mask
     )
     grads = [grads[j] for j in dense_at]
-    if l1 or l2:
+    if _losses.has_penalty(l1, l2):
         J = J + _losses.weight_penalty(params, l1, l2)
         grads = jax.tree.map(
             jnp.add, grads, _losses.weight_penalty_grad(params, l1, l2)

@@ -65,7 +65,7 @@ def _output_errors(loss: _losses.Loss, out: jax.Array, Y: jax.Array) -> jax.Arra
 
 def _finish(grads, params, l1, l2, mask, m):
     """Add the penalty gradient to every example and zero the padded rows."""
-    if l1 or l2:
+    if _losses.has_penalty(l1, l2):
         penalty = _losses.weight_penalty_grad(params, l1, l2)
         grads = jax.tree.map(lambda g, p: g + p[None], grads, penalty)
     if mask is not None:

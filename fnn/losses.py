@@ -58,6 +58,7 @@ __all__ = [
     "targets",
     "weight_penalty",
     "weight_penalty_grad",
+    "has_penalty",
 ]
 
 
@@ -335,6 +336,13 @@ def _is_weight(path) -> bool:
 
 def _is_zero(value) -> bool:
     return isinstance(value, int | float) and value == 0
+
+
+def has_penalty(l1, l2) -> bool:
+    """Whether the penalty of :func:`weight_penalty` is to be computed: not when
+    both strengths are the Python number 0; always for arrays and traced values
+    (a population may sweep them)."""
+    return not (_is_zero(l1) and _is_zero(l2))
 
 
 def weight_penalty(params: Any, l1: float = 0.0, l2: float = 0.0) -> jax.Array:

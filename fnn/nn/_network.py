@@ -169,7 +169,7 @@ def loss_and_grad(
         model, params, x, y, loss, state, key, train, mask, l1, l2
     )
     grads, _ = model.backward(params, caches, loss.grad(out, Y, mask))
-    if l1 or l2:
+    if _losses.has_penalty(l1, l2):
         grads = jax.tree.map(
             jnp.add, grads, _losses.weight_penalty_grad(params, l1, l2)
         )
