@@ -684,6 +684,103 @@ def _callback_takes_loop(callback) -> bool:
     return len(positional) >= 4 or any(p.kind is p.VAR_POSITIONAL for p in params)
 
 
+def _copy(tree):
+    return jax.tree.map(jnp.copy, tree)
+
+
+class _EpochEnd:
+    """The host loop's bookkeeping at the end of an epoch, for fit and fit_stream.
+
+    Holds the history, the early-stopping record (best dev loss, its epoch, its
+    parameters, the epochs waited) and the start time of the run; :meth:`end`
+    records one epoch, updates early stopping, calls the callback and says
+    whether to stop. Invariant: ``loop_state(e, ...)`` resumes exactly at epoch
+    ``e`` with the bookkeeping as it stands.
+    """
+
+    def __init__(
+        self, resume, dev, patience, callback, has_state, epochs, initial_epoch, show
+    ):
+        """``show``: ``None`` or a function given each epoch's progress line."""
+        self.dev, self.patience, self.callback = dev, patience, callback
+        self.has_state, self.show = has_state, show
+        self.epochs, self.initial_epoch = epochs, initial_epoch
+        self.pass_loop = callback is not None and _callback_takes_loop(callback)
+        if resume is not None:
+            self.history = {k: list(resume.history.get(k, [])) for k in HISTORY_KEYS}
+            self.best_loss = float(resume.best_loss)
+            self.best_epoch = int(resume.best_epoch)
+            self.best_params = (
+                None if resume.best_params is None else _copy(resume.best_params)
+            )
+            self.wait = int(resume.wait)
+        else:
+            self.history = {k: [] for k in HISTORY_KEYS}
+            self.best_loss, self.best_epoch, self.best_params = math.inf, -1, None
+            self.wait = 0
+        self.start = time.perf_counter()
+
+    def loop_state(self, epoch, params, opt_state, state) -> LoopState:
+        """The :class:`LoopState` that resumes at ``epoch``."""
+        return LoopState(
+            epoch,
+            params,
+            opt_state,
+            state if self.has_state else None,
+            self.best_loss,
+            self.best_epoch,
+            self.best_params,
+            self.wait,
+            {k: list(v) for k, v in self.history.items()},
+        )
+
+    def end(self, record, params, opt_state, state, *, p_eval=None) -> bool:
+        """Record the epoch, show its progress line, update early stopping and
+        call back; returns True to stop.
+
+        ``record`` is the epoch's complete history entry (all ``HISTORY_KEYS``);
+        ``p_eval`` the parameters that were evaluated (default ``params``): the
+        ones kept as the best and given to the callback.
+        """
+        p_eval = params if p_eval is None else p_eval
+        epoch = record["epoch"]
+        for k in HISTORY_KEYS:
+            self.history[k].append(record[k])
+        if self.show is not None:
+            elapsed = time.perf_counter() - self.start
+            self.show(
+                _progress_line(
+                    epoch, self.epochs, record, elapsed, self.initial_epoch
+                )
+            )
+        if self.dev is not None and record["dev_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch, self.wait = record["dev_loss"], epoch, 0
+            if self.patience is not None:
+                self.best_params = _copy(p_eval)
+        elif self.dev is not None:
+            self.wait += 1
+        stop = self.patience is not None and self.wait >= self.patience
+        if self.callback is not None:
+            args = (record, p_eval, opt_state)
+            if self.pass_loop:
+                args += (self.loop_state(epoch + 1, params, opt_state, state),)
+            if self.callback(*args):
+                stop = True
+        return stop
+
+    def result(self, params, opt_state, state, stopped_early, loop) -> "FitResult":
+        """The :class:`FitResult`: the best epoch's parameters under early stopping."""
+        return FitResult(
+            params if self.best_params is None else self.best_params,
+            opt_state,
+            state if self.has_state else None,
+            self.history,
+            self.best_epoch if self.best_epoch >= 0 else None,
+            stopped_early,
+            loop,
+        )
+
+
 def fit(
     params: Any,
     optimizer: _optim.Optimizer,
@@ -913,10 +1010,9 @@ def fit(
             jax.random.fold_in(jax.random.fold_in(keys[1], initial_epoch), 0),
         )
 
-    copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
-    params = copy(params)
-    opt_state = optimizer.init(params) if opt_state is None else copy(opt_state)
-    state = copy(state)
+    params = _copy(params)
+    opt_state = optimizer.init(params) if opt_state is None else _copy(opt_state)
+    state = _copy(state)
     if mesh is not None:
         params, opt_state, state, X, y = jax.device_put(
             (params, opt_state, state, X, y), NamedSharding(mesh, P())
@@ -925,34 +1021,26 @@ def fit(
             X_dev, y_dev = jax.device_put((X_dev, y_dev), NamedSharding(mesh, P()))
     dev_set = None if dev is None else (X_dev, y_dev)
     show = sys.stderr.isatty() if progress is None else progress
-    pass_loop = callback is not None and _callback_takes_loop(callback)
-    if resume is not None:
-        history = {k: list(resume.history.get(k, [])) for k in HISTORY_KEYS}
-        best_loss, best_epoch = float(resume.best_loss), int(resume.best_epoch)
-        best_params = None if resume.best_params is None else copy(resume.best_params)
-        wait = int(resume.wait)
-    else:
-        history = {k: [] for k in HISTORY_KEYS}
-        best_loss, best_epoch, best_params, wait = math.inf, -1, None, 0
-    stopped_early, start = False, time.perf_counter()
 
-    def loop_state(next_epoch):
-        return LoopState(
-            next_epoch,
-            params,
-            opt_state,
-            None if obj.model is None else state,
-            best_loss,
-            best_epoch,
-            best_params,
-            wait,
-            {k: list(v) for k, v in history.items()},
-        )
+    def show_line(line):
+        print("\r" + line, end="", file=sys.stderr, flush=True)
+
+    books = _EpochEnd(
+        resume,
+        dev,
+        patience,
+        callback,
+        obj.model is not None,
+        epochs,
+        initial_epoch,
+        show_line if show else None,
+    )
+    stopped_early = False
 
     epoch = initial_epoch
     for epoch in range(initial_epoch, epochs):
         t0 = time.perf_counter()
-        start_of_epoch = copy((params, opt_state, state))  # the run donates its own
+        start_of_epoch = _copy((params, opt_state, state))  # the run donates its own
         params, opt_state, state, bad, cause, finite, values = _run_epoch(
             cfg, False, params, opt_state, state, np.int32(epoch), X, y, keys, dev_set
         )
@@ -970,7 +1058,7 @@ def fit(
                 params,
                 opt_state,
                 state,
-                history,
+                books.history,
                 _CAUSES[int(cause)],
             )
         record = {
@@ -978,29 +1066,7 @@ def fit(
             **{k: float(values.get(k, math.nan)) for k in HISTORY_KEYS[1:-1]},
             "seconds": time.perf_counter() - t0,
         }
-        for k in HISTORY_KEYS:
-            history[k].append(record[k])
-        if show:
-            line = _progress_line(
-                epoch, epochs, record, time.perf_counter() - start, initial_epoch
-            )
-            print("\r" + line, end="", file=sys.stderr, flush=True)
-        if dev is not None and record["dev_loss"] < best_loss:
-            best_loss, best_epoch, wait = record["dev_loss"], epoch, 0
-            if patience is not None:
-                best_params = copy(params)
-        elif dev is not None:
-            wait += 1
-        stop = patience is not None and wait >= patience
-        if callback is not None:
-            args = (record, params, opt_state)
-            if pass_loop:
-                args += (loop_state(epoch + 1),)
-            if callback(*args):
-                stopped_early = True
-                epoch += 1
-                break
-        if stop:
+        if books.end(record, params, opt_state, state):
             stopped_early = True
             epoch += 1
             break
@@ -1008,13 +1074,5 @@ def fit(
         epoch = epochs
     if show:
         print(file=sys.stderr)
-    loop = loop_state(epoch)
-    return FitResult(
-        params if best_params is None else best_params,
-        opt_state,
-        None if obj.model is None else state,
-        history,
-        best_epoch if best_epoch >= 0 else None,
-        stopped_early,
-        loop,
-    )
+    loop = books.loop_state(epoch, params, opt_state, state)
+    return books.result(params, opt_state, state, stopped_early, loop)

@@ -488,7 +488,7 @@ class _ChunkConfig(NamedTuple):
 
 def _learning_rate(opt_state):
     """The state's learning rate, or −1 (NaN on the host) when it holds none."""
-    found = _optim._transforms._find_learning_rate(opt_state)
+    found = _fit._learning_rate(opt_state)
     return jnp.float32(-1) if found is None else jnp.asarray(found, jnp.float32)
 
 
@@ -952,19 +952,17 @@ def fit_stream(
     ecfg = _fit._EpochConfig(
         obj, optimizer, n, batch_size, bool(drop_remainder), padded, mesh
     )
-    cfg = _ChunkConfig(ecfg, _optim._transforms._find_learning_rate(
-        jax.eval_shape(optimizer.init, params)
-    ) is not None)
+    with_lr = _fit._learning_rate(jax.eval_shape(optimizer.init, params)) is not None
+    cfg = _ChunkConfig(ecfg, with_lr)
     keys = tuple(jax.random.split(key))
 
     if check_gradients is None:
         check_gradients = grad == "manual" and (
             obj.model is not None and not _fit._nn.is_builtin(obj.model)
         )
-    copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731
-    params = copy(params)
-    opt_state = optimizer.init(params) if opt_state is None else copy(opt_state)
-    state = copy(state)
+    params = _fit._copy(params)
+    opt_state = optimizer.init(params) if opt_state is None else _fit._copy(opt_state)
+    state = _fit._copy(state)
     if mesh is not None:
         replicated = NamedSharding(mesh, P())
         params, opt_state, state = jax.device_put(
@@ -994,37 +992,27 @@ def fit_stream(
             jax.random.fold_in(jax.random.fold_in(keys[1], initial_epoch), 0),
         )
 
-    eval_obj = obj._replace(l1=0.0, l2=0.0, grad="autodiff", compute_dtype=None)
+    eval_obj = _fit._eval_objective(obj)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _Progress(show, epochs)
     writers = _Writers(metrics_file, tensorboard, log_every)
-    pass_loop = callback is not None and _fit._callback_takes_loop(callback)
-    if resume is not None:
-        history = {k: list(resume.history.get(k, [])) for k in _fit.HISTORY_KEYS}
-        best_loss, best_epoch = float(resume.best_loss), int(resume.best_epoch)
-        best_params = None if resume.best_params is None else copy(resume.best_params)
-        wait = int(resume.wait)
-    else:
-        history = {k: [] for k in _fit.HISTORY_KEYS}
-        best_loss, best_epoch, best_params, wait = math.inf, -1, None, 0
-    start = time.perf_counter()
+    books = _fit._EpochEnd(
+        resume,
+        dev,
+        patience,
+        callback,
+        obj.model is not None,
+        epochs,
+        initial_epoch,
+        bar.end_epoch if show else None,
+    )
     steps_per_epoch = plan.steps_in_epoch()
 
     def eval_params(params, opt_state):
         return _optim.ema_params_of(opt_state, params) if ema is not None else params
 
     def loop_state(epoch):
-        return _fit.LoopState(
-            epoch,
-            params,
-            opt_state,
-            None if obj.model is None else state,
-            best_loss,
-            best_epoch,
-            best_params,
-            wait,
-            {k: list(v) for k, v in history.items()},
-        )
+        return books.loop_state(epoch, params, opt_state, state)
 
     def chunks():
         for e in range(initial_epoch, epochs):
@@ -1066,7 +1054,7 @@ def fit_stream(
                     params,
                     opt_state,
                     state,
-                    history,
+                    books.history,
                     _fit._CAUSES[int(cause)],
                 )
             del before
@@ -1093,10 +1081,7 @@ def fit_stream(
                 if dev is not None
                 else (math.nan,) * 2
             )
-            try:
-                lr_now = float(_optim.current_learning_rate(opt_state))
-            except ValueError:
-                lr_now = math.nan
+            lr_now = _fit._learning_rate(opt_state)
             c = max(count, 1)
             record = {
                 "epoch": epoch,
@@ -1104,31 +1089,12 @@ def fit_stream(
                 "train_accuracy": math.nan,
                 "dev_loss": float(dev_loss),
                 "dev_accuracy": _fit._nan_if_negative(dev_acc),
-                "learning_rate": lr_now,
+                "learning_rate": math.nan if lr_now is None else float(lr_now),
                 "grad_norm": g_sum / c,
                 "seconds": time.perf_counter() - t_epoch,
             }
             loss_sum, g_sum, count = 0.0, 0.0, 0
-            for k in _fit.HISTORY_KEYS:
-                history[k].append(record[k])
-            bar.end_epoch(
-                _fit._progress_line(
-                    epoch, epochs, record, time.perf_counter() - start, initial_epoch
-                )
-            )
-            if dev is not None and record["dev_loss"] < best_loss:
-                best_loss, best_epoch, wait = record["dev_loss"], epoch, 0
-                if patience is not None:
-                    best_params = copy(p_eval)
-            elif dev is not None:
-                wait += 1
-            stop = patience is not None and wait >= patience
-            if callback is not None:
-                args = (record, p_eval, opt_state)
-                if pass_loop:
-                    args += (loop_state(epoch + 1),)
-                if callback(*args):
-                    stop = True
+            stop = books.end(record, params, opt_state, state, p_eval=p_eval)
             if chunk_callback is not None:
                 at_end = StreamLoop(loop_state(epoch + 1), 0, 0.0, 0.0, 0)
                 if chunk_callback(at_end):
@@ -1146,13 +1112,6 @@ def fit_stream(
     if show and bar.tqdm is None:
         print(file=sys.stderr)
     final = StreamLoop(loop_state(epoch), next_step, loss_sum, g_sum, count)
-    out = eval_params(params, opt_state)
-    return _fit.FitResult(
-        out if best_params is None else best_params,
-        opt_state,
-        None if obj.model is None else state,
-        history,
-        best_epoch if best_epoch >= 0 else None,
-        stopped_early,
-        final,
+    return books.result(
+        eval_params(params, opt_state), opt_state, state, stopped_early, final
     )
