@@ -673,6 +673,45 @@ def _check_gradients(obj, params, state, X, y, mask, key):
         raise GradientMismatchError(report, tol)
 
 
+def _positive_int(name, value) -> int:
+    """``value`` as an int; a ValueError naming ``name`` unless it is an
+    integer >= 1 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _default_check_gradients(obj: _Objective, grad: str) -> bool:
+    """check_gradients' default: on for manual gradients of a model holding a
+    block that is not fnn's own."""
+    return grad == "manual" and (
+        obj.model is not None and not _nn.is_builtin(obj.model)
+    )
+
+
+def _check_first_batch(cfg, params, state, keys, epoch, take, batches=epoch_batches):
+    """:func:`_check_gradients` on the first mini-batch of ``epoch``: the
+    batch, padding mask and dropout key that training will use.
+
+    ``keys`` are the run's ``(shuffle, dropout)`` keys; ``take(indices)``
+    returns that batch's ``(X, y)``; ``batches`` is :func:`epoch_batches` or a
+    compiled copy of it.
+    """
+    idx, mask = batches(
+        jax.random.fold_in(keys[0], epoch), cfg.n, cfg.batch_size, cfg.drop_remainder
+    )
+    x0, y0 = take(idx[0])
+    _check_gradients(
+        cfg.objective,
+        params,
+        state,
+        x0,
+        y0,
+        mask[0] if cfg.padded else None,
+        jax.random.fold_in(jax.random.fold_in(keys[1], epoch), 0),
+    )
+
+
 def _callback_takes_loop(callback) -> bool:
     try:
         params = inspect.signature(callback).parameters.values()
@@ -906,13 +945,8 @@ def fit(
     # ----------------------------------------------------------------------------
     if grad not in ("autodiff", "manual"):
         raise ValueError(f"grad must be 'autodiff' or 'manual', got {grad!r}.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | np.integer)
-            or (value < 1)
-        ):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    _positive_int("epochs", epochs)
+    _positive_int("batch_size", batch_size)
     if resume is not None:
         if not isinstance(resume, LoopState):
             raise ValueError(
@@ -992,22 +1026,10 @@ def fit(
     keys = tuple(jax.random.split(key))
 
     if check_gradients is None:
-        check_gradients = grad == "manual" and (
-            obj.model is not None and not _nn.is_builtin(obj.model)
-        )
+        check_gradients = _default_check_gradients(obj, grad)
     if check_gradients and initial_epoch < epochs:
-        idx, mask = epoch_batches(
-            jax.random.fold_in(keys[0], initial_epoch), n, batch_size, drop_remainder
-        )
-        first = idx[0]
-        _check_gradients(
-            obj,
-            params,
-            state,
-            X[first],
-            y[first],
-            mask[0] if padded else None,
-            jax.random.fold_in(jax.random.fold_in(keys[1], initial_epoch), 0),
+        _check_first_batch(
+            cfg, params, state, keys, initial_epoch, lambda i: (X[i], y[i])
         )
 
     params = _copy(params)

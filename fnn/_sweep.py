@@ -30,7 +30,12 @@ import numpy as np
 
 from . import nn as _nn
 from . import optim as _optim
-from ._fit import HISTORY_KEYS, _check_gradients, _host_check
+from ._fit import (
+    HISTORY_KEYS,
+    _check_first_batch,
+    _default_check_gradients,
+    _host_check,
+)
 from ._train import (
     TrainResult,
     _empty_state,
@@ -39,7 +44,6 @@ from ._train import (
     _run_config,
     _RunConfig,
 )
-from .data import epoch_batches
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -277,24 +281,16 @@ def sweep(
     has_state = bool(jax.tree.leaves(state))
     cfg = _epoch_config(run, None, X.shape[0], has_state, "sweep")  # checks sizes
     if check_gradients is None:
-        model = run.objective.model
-        check_gradients = grad == "manual" and (
-            model is not None and not _nn.is_builtin(model)
-        )
+        check_gradients = _default_check_gradients(run.objective, grad)
     if check_gradients:
         k0 = key if key_axis is None else key[0]
-        keys = jax.random.split(k0)
-        idx, mask = epoch_batches(
-            jax.random.fold_in(keys[0], 0), cfg.n, cfg.batch_size, drop_remainder
-        )
-        _check_gradients(
-            run.objective,
+        _check_first_batch(
+            cfg,
             jax.tree.map(lambda a: a[0], params),
             jax.tree.map(lambda a: a[0], state),
-            X[idx[0]],
-            y[idx[0]],
-            mask[0] if cfg.padded else None,
-            jax.random.fold_in(jax.random.fold_in(keys[1], 0), 0),
+            jax.random.split(k0),
+            0,
+            lambda i: (X[i], y[i]),
         )
     sweep_cfg = _SweepConfig(run, optimizer, factory, key_axis)
     out: TrainResult = _population_jit(sweep_cfg, params, state, hp, key, X, y, dev)

@@ -34,11 +34,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import nn as _nn
 from . import optim as _optim
-from ._fit import _epoch_record, _EpochConfig, _objective
+from ._fit import _epoch_record, _EpochConfig, _objective, _positive_int
 
 
 class TrainResult(NamedTuple):
@@ -71,12 +70,6 @@ class TrainResult(NamedTuple):
     best_loss: jax.Array
     epochs_run: jax.Array
     nonfinite_epoch: jax.Array
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 class _RunConfig(NamedTuple):

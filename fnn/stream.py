@@ -864,10 +864,7 @@ def fit_stream(
         ("steps_per_call", steps_per_call),
         ("accumulate", accumulate),
     ):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        if value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        _fit._positive_int(name, value)
     if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 0:
         raise ValueError(f"log_every must be an integer >= 0, got {log_every!r}.")
     if grad not in ("autodiff", "manual"):
@@ -957,9 +954,7 @@ def fit_stream(
     keys = tuple(jax.random.split(key))
 
     if check_gradients is None:
-        check_gradients = grad == "manual" and (
-            obj.model is not None and not _fit._nn.is_builtin(obj.model)
-        )
+        check_gradients = _fit._default_check_gradients(obj, grad)
     params = _fit._copy(params)
     opt_state = optimizer.init(params) if opt_state is None else _fit._copy(opt_state)
     state = _fit._copy(state)
@@ -978,18 +973,13 @@ def fit_stream(
         source, ecfg, keys, int(steps_per_call), n_outputs, loss_obj, shardings, check
     )
     if check_gradients and initial_epoch < epochs and not iterable:
-        idx, mask = _epoch_batches(
-            jax.random.fold_in(keys[0], initial_epoch), n, batch_size, drop_remainder
-        )
-        x0, y0 = source.batch(np.asarray(idx[0]))
-        _fit._check_gradients(
-            obj,
-            params,
-            state,
-            jnp.asarray(x0),
-            jnp.asarray(y0),
-            mask[0] if padded else None,
-            jax.random.fold_in(jax.random.fold_in(keys[1], initial_epoch), 0),
+
+        def take(indices):
+            x0, y0 = source.batch(np.asarray(indices))
+            return jnp.asarray(x0), jnp.asarray(y0)
+
+        _fit._check_first_batch(
+            ecfg, params, state, keys, initial_epoch, take, _epoch_batches
         )
 
     eval_obj = _fit._eval_objective(obj)
