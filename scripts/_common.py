@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from fnn.experiments.helpers import figure as _figure
 from fnn.experiments.helpers import fmt, markdown, trajectory
 
 __all__ = [
@@ -97,13 +98,4 @@ def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] = (4.5, 3.5
 
     if "MPLBACKEND" not in os.environ and "ipykernel" not in sys.modules:
         matplotlib.use("Agg")  # scripts: no display needed
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(size[0] * ncols, size[1] * nrows),
-        squeeze=False,
-        constrained_layout=True,
-    )
-    return fig, axes
+    return _figure(nrows, ncols, size)
