@@ -8,7 +8,6 @@ References: the safetensors format specification (Hugging Face,
 ``safetensors`` README, "Format").
 """
 
-import datetime
 import hashlib
 import json
 import math
@@ -126,17 +125,11 @@ def save(path: Path, tree: Any, metadata_json: dict) -> Path:
         )
         tensors[name] = array
 
-    from . import __version__ as fnn_version
-
     manifest = {
         "format": _ckpt.FORMAT,
         "format_version": _ckpt.FORMAT_VERSION,
         "container": CONTAINER,
-        "fnn_version": fnn_version,
-        "jax_version": jax.__version__,
-        "numpy_version": np.__version__,
-        "python_version": sys.version.split()[0],
-        "created": datetime.datetime.now(datetime.UTC).isoformat(),
+        **_ckpt._provenance(),
         "structure": str(treedef),
         "leaves": records,
     }

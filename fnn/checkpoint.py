@@ -496,16 +496,10 @@ def save(
         )
         arrays.append(array)
 
-    from . import __version__ as fnn_version
-
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "fnn_version": fnn_version,
-        "jax_version": jax.__version__,
-        "numpy_version": np.__version__,
-        "python_version": sys.version.split()[0],
-        "created": datetime.datetime.now(datetime.UTC).isoformat(),
+        **_provenance(),
         "structure": str(treedef),
         "leaves": records,
         "metadata": metadata_json,
@@ -522,6 +516,19 @@ def save(
             zf.writestr(_MANIFEST, json.dumps(manifest, indent=1))
 
     return _write_atomically(path, write)
+
+
+def _provenance() -> dict:
+    """The manifest's versions and creation time, shared by both containers."""
+    from . import __version__ as fnn_version
+
+    return {
+        "fnn_version": fnn_version,
+        "jax_version": jax.__version__,
+        "numpy_version": np.__version__,
+        "python_version": sys.version.split()[0],
+        "created": datetime.datetime.now(datetime.UTC).isoformat(),
+    }
 
 
 def _write_atomically(path: Path, write: Any) -> Path:
