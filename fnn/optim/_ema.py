@@ -39,7 +39,7 @@ from ._base import (
     check_state,
     register_state,
 )
-from ._transforms import require_params
+from ._transforms import _find_state, require_params
 
 
 class EmaParamsState(NamedTuple):
@@ -125,19 +125,7 @@ def ema_params(inner: Optimizer, decay: float, debias: bool = True) -> Optimizer
 
 
 def _find(node: Any) -> EmaParamsState | None:
-    if isinstance(node, EmaParamsState):
-        return node
-    if isinstance(node, dict):
-        children = list(node.values())
-    elif isinstance(node, tuple | list):
-        children = list(node)
-    else:
-        return None
-    for child in children:
-        found = _find(child)
-        if found is not None:
-            return found
-    return None
+    return _find_state(node, lambda n: isinstance(n, EmaParamsState))
 
 
 def ema_params_of(state: Any, params: Any = None) -> Any:

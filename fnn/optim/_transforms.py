@@ -226,10 +226,12 @@ def current_learning_rate(state: PyTree) -> jax.Array:
     return found
 
 
-def _find_learning_rate(node: Any) -> jax.Array | None:
-    fields = getattr(node, "_fields", None)
-    if fields is not None and "learning_rate" in fields:
-        return node.learning_rate
+def _find_state(node: Any, is_target: Callable[[Any], bool]) -> Any:
+    """The first part of an optimizer state for which ``is_target`` holds, in a
+    depth-first walk through NamedTuples, tuples, lists and dicts; ``None``
+    when there is none."""
+    if is_target(node):
+        return node
     if isinstance(node, dict):
         children = list(node.values())
     elif isinstance(node, tuple | list):
@@ -237,10 +239,20 @@ def _find_learning_rate(node: Any) -> jax.Array | None:
     else:
         return None
     for child in children:
-        found = _find_learning_rate(child)
+        found = _find_state(child, is_target)
         if found is not None:
             return found
     return None
+
+
+def _has_learning_rate(node: Any) -> bool:
+    fields = getattr(node, "_fields", None)
+    return fields is not None and "learning_rate" in fields
+
+
+def _find_learning_rate(node: Any) -> jax.Array | None:
+    found = _find_state(node, _has_learning_rate)
+    return None if found is None else found.learning_rate
 
 
 # --------------------------------------------------------------------------
