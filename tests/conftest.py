@@ -12,6 +12,11 @@ ten times as often, to look for new counterexamples. Choose one with
 """
 
 import itertools
+import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import pytest
@@ -35,6 +40,30 @@ settings.load_profile("repeatable")
 def examples(n: int) -> int:
     """The number of examples a property test draws: n, or 10·n when exploring."""
     return n if settings.default.derandomize else 10 * n
+
+
+def run_on_four_cpu_devices(code: str) -> dict:
+    """Run ``code`` in a fresh Python with 4 simulated CPU devices and this
+    checkout's fnn; return the JSON of its last ``RESULT{...}`` line."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, env.get("PYTHONPATH")) if p
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
 
 
 @pytest.fixture

@@ -6,22 +6,16 @@ multi-device checks run in a fresh interpreter with
 JSON and the assertions are made here.
 """
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
 import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_on_four_cpu_devices
 
 import fnn
 from fnn import optim, parallel
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 _MULTI_DEVICE = textwrap.dedent(
     """
@@ -92,24 +86,7 @@ _MULTI_DEVICE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def multi_device():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _MULTI_DEVICE],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT") :])
+    return run_on_four_cpu_devices(_MULTI_DEVICE)
 
 
 def test_four_simulated_devices(multi_device):

@@ -3,9 +3,6 @@ give what in-memory fit gives on the same data and key."""
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import run_on_four_cpu_devices
 
 import fnn
 import fnn.stream as st
@@ -303,24 +301,7 @@ _MESH = textwrap.dedent(
 
 @pytest.mark.slow
 def test_mesh_of_four_simulated_devices():
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), env.get("PYTHONPATH")) if p
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", _MESH],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    for r in json.loads(line[len("RESULT") :]).values():
+    for r in run_on_four_cpu_devices(_MESH).values():
         assert r["devices"] == 4 and r["sharded"] == 4
         assert r["vs_mesh_fit"] <= 1e-6  # same program, same sums
         assert r["vs_one_device"] <= 1e-5  # gradient sums in another order
