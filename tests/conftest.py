@@ -66,6 +66,18 @@ def run_on_four_cpu_devices(code: str) -> dict:
     return json.loads(line[len("RESULT") :])
 
 
+def markdown_tables(text: str) -> list[list[str]]:
+    """The Markdown tables of ``text``: runs of lines starting with ``|``."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
 @pytest.fixture
 def getkey():
     """A function returning a fresh PRNG key on every call (deterministic per test)."""

@@ -9,6 +9,7 @@ import pathlib
 
 import jax
 import pytest
+from conftest import markdown_tables
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -83,13 +84,7 @@ def test_json_well_formed(report):
 def test_markdown_tables_well_formed(report):
     text = (report / "results.md").read_text()
     assert text.startswith("# fnn benchmark")
-    tables, current = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append(current)
-            current = []
+    tables = markdown_tables(text)
     assert len(tables) >= 5  # steps, epochs, memory, 2 scaling, targets
     for table in tables:
         widths = {line.count("|") for line in table}

@@ -8,6 +8,7 @@ import math
 import pathlib
 
 import pytest
+from conftest import markdown_tables
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -56,13 +57,7 @@ def test_json_well_formed(report):
 def test_markdown_tables_well_formed(report):
     text = (report / "sequence.md").read_text()
     assert text.startswith("# fnn sequence benchmark")
-    tables, current = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            current.append(line)
-        elif current:
-            tables.append(current)
-            current = []
+    tables = markdown_tables(text)
     assert len(tables) == 2  # GPT, LSTM
     assert [len(t) for t in tables] == [2 + 4, 2 + 2]
     for table in tables:
