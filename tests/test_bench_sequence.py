@@ -10,6 +10,9 @@ import pathlib
 import pytest
 from conftest import markdown_tables
 
+# Compiling six training steps: about 30 s of CPU, so in the slow run only.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

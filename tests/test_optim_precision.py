@@ -167,6 +167,13 @@ _NOT_FACTORIES = {
     "differentially_private_aggregate",
     "dpsgd",
     "per_example_global_norms",
+    # Wrappers that keep the inner optimizer's precision (their own states are a
+    # float32 gradient sum and a float32 average): tests/test_accumulate.py and
+    # tests/test_ema.py.
+    "multi_steps",
+    "MultiSteps",
+    "ema_params",
+    "ema_params_of",
 }
 
 

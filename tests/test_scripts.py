@@ -136,6 +136,7 @@ def test_gradcheck_planted_bug_fails(tmp_path, capsys, monkeypatch):
     assert "1/2 rows agree" in out and "0/1 blocks agree" in out
 
 
+@pytest.mark.slow  # the notebooks run the same experiments by default
 def test_activations_and_unstable_gradients(tmp_path):
     assert activations.main(["--quick", "--out", str(tmp_path)]) == 0
     sat = activations_experiment.saturation()["rows"]
@@ -146,6 +147,7 @@ def test_activations_and_unstable_gradients(tmp_path):
     np.testing.assert_allclose(lin[1]["dy^/dx_1"], 0.5**9, rtol=1e-5)
 
 
+@pytest.mark.slow  # the notebooks run the same experiments by default
 def test_second_order_and_regularization(tmp_path):
     assert second_order.main(["--quick", "--iters", "10", "--out", str(tmp_path)]) == 0
     assert (
