@@ -17,10 +17,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# PyTorch for the tests that compare fnn.interop with real torch.nn modules, only
+# where pip finds a CPU build in its local wheels (--no-index: never the
+# registry's CUDA build); elsewhere those tests skip. Its dependencies come next.
+TORCH_STAMP := $(VENV)/.torch-stamp
+
+$(TORCH_STAMP): $(STAMP)
+	@if $(BIN)/python -m pip install --quiet --no-deps --no-index "torch==2.13.0" \
+	    2>/dev/null; then \
+	  $(BIN)/python -m pip install --quiet "torch==2.13.0"; \
+	else \
+	  echo "No local PyTorch CPU wheel: the comparisons with torch.nn are skipped."; \
+	fi
+	touch $(TORCH_STAMP)
+
+test: $(STAMP) $(TORCH_STAMP)
 	$(BIN)/python -m pytest -q -n 2
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(TORCH_STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m ""
 
 train: $(STAMP)
