@@ -239,3 +239,30 @@ def test_sweep_benchmark_quick_mode(tmp_path):
     assert result["max_dev_loss_difference"] < 1e-5
     assert json.loads((tmp_path / "sweep.json").read_text())["members"] == 2
     assert "| second call |" in (tmp_path / "sweep.md").read_text()
+    assert result["xor"]["same_failures"]  # the XOR table: the same runs both ways
+    assert result["xor"]["max_output_difference"] < 1e-5
+
+
+@pytest.mark.slow
+def test_eight_seeds_by_three_rates_equal_24_separate_fits_autodiff():
+    """The population of the issue's size: 8 seeds x 3 learning rates, automatic
+    gradients, early stopping on; every member equals its own fit run."""
+    (X, y), dev = _data()
+    rates, seeds = (0.05, 0.1, 0.6), tuple(range(8))
+    members = [(lr, s) for lr in rates for s in seeds]
+    kw = dict(epochs=10, batch_size=32, dev=dev, patience=2, grad="autodiff")
+    inits = {
+        s: fnn.init_params(jax.random.key(s), [64, 16, 10], "he_normal") for s in seeds
+    }
+    params = _stack([inits[s] for _, s in members])
+    keys = jnp.stack([jax.random.key(10 + s) for _, s in members])
+    lrs = jnp.asarray([lr for lr, _ in members], jnp.float32)
+    result = fnn.sweep(params, _momentum, X, y, key=keys, hyperparams={"lr": lrs}, **kw)
+    fitted = [
+        fnn.fit(
+            inits[s], _momentum(lr), X, y, key=jax.random.key(10 + s),
+            progress=False, **kw,
+        )
+        for lr, s in members
+    ]
+    _check_members(result, fitted)
