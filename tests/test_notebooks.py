@@ -94,6 +94,9 @@ def kernel_env(tmp_path_factory, monkeypatch_module=None):
             os.environ[k] = v
 
 
+# In the slow run: CI's `make docs` executes every notebook in the same quick
+# form (mkdocs-jupyter, allow_errors false), so a failing cell fails CI there.
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_quick(path, kernel_env, tmp_path):
     nb = nbformat.read(path, as_version=4)
