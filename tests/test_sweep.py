@@ -245,7 +245,7 @@ def test_sweep_benchmark_quick_mode(tmp_path):
 
 @pytest.mark.slow
 def test_eight_seeds_by_three_rates_equal_24_separate_fits_autodiff():
-    """The population of the issue's size: 8 seeds x 3 learning rates, automatic
+    """A larger population: 8 seeds x 3 learning rates, automatic
     gradients, early stopping on; every member equals its own fit run."""
     (X, y), dev = _data()
     rates, seeds = (0.05, 0.1, 0.6), tuple(range(8))
