@@ -265,4 +265,5 @@ def test_eight_seeds_by_three_rates_equal_24_separate_fits_autodiff():
         )
         for lr, s in members
     ]
-    _check_members(result, fitted)
+    # 24 batched runs: float32 rounding drifts a little more over the epochs
+    _check_members(result, fitted, rtol=1e-4, atol=1e-5)
